@@ -1,0 +1,202 @@
+"""Stage graphs: one networkx DiGraph per pipeline, its validation and the critical path method.
+
+>>> from capsim.schema import Pipeline
+>>> p = Pipeline.model_validate({"stages": {
+...     "permit": {"duration": 10}, "grid": {"duration": 30, "after": ["permit"]},
+...     "build": {"duration": 20, "after": ["permit"]},
+...     "commission": {"duration": 5, "after": ["grid", "build"]}}})
+>>> rows = critical_path_method(pipeline_graph(p))
+>>> [(r.stage, r.early_start, r.total_float) for r in rows]
+[('permit', 0.0, 0.0), ('grid', 10.0, 0.0), ('build', 10.0, 10.0), ('commission', 40.0, 0.0)]
+>>> critical_chain(pipeline_graph(p), rows)
+['permit', 'grid', 'commission']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+import networkx as nx
+
+from capsim.errors import Problem, did_you_mean
+from capsim.schema import Pipeline, Scenario
+
+_TOLERANCE = 1e-9
+
+
+def pipeline_graph(pipeline: Pipeline) -> nx.DiGraph:
+    """The stage DAG of ``pipeline``: an edge ``a -> b`` when ``b`` lists ``a`` in ``after``.
+
+    Node attributes: ``order`` (position in the file, used to break ties deterministically) and
+    ``stage`` (the :class:`~capsim.schema.Stage`). Unknown ``after`` names are left out here; see
+    :func:`check_scenario`.
+    """
+    graph = nx.DiGraph()
+    for order, (name, stage) in enumerate(pipeline.stages.items()):
+        graph.add_node(name, order=order, stage=stage)
+    for name, stage in pipeline.stages.items():
+        graph.add_edges_from((before, name) for before in stage.after if before in pipeline.stages)
+    return graph
+
+
+def stage_order(graph: nx.DiGraph) -> list[str]:
+    """Topological order of the stages, ties broken by their order in the file."""
+    return list(nx.lexicographical_topological_sort(graph, key=lambda n: graph.nodes[n]["order"]))
+
+
+class CpmRow(NamedTuple):
+    """One stage's schedule from the critical path method (times relative to the pipeline start)."""
+
+    stage: str
+    duration: float
+    early_start: float
+    early_finish: float
+    late_start: float
+    late_finish: float
+    total_float: float
+
+    @property
+    def critical(self) -> bool:
+        return self.total_float <= _TOLERANCE
+
+
+def critical_path_method(
+    graph: nx.DiGraph, duration: Mapping[str, float] | Callable[[str], float] | None = None
+) -> list[CpmRow]:
+    """Forward and backward pass over the DAG; ``duration`` defaults to each stage's mean.
+
+    Rows come in topological order. The project length is the largest early finish.
+    """
+    if duration is None:
+
+        def length(n: str) -> float:
+            return graph.nodes[n]["stage"].duration.mean
+    elif callable(duration):
+        length = duration
+    else:
+        length = duration.__getitem__
+    order = stage_order(graph)
+    early: dict[str, tuple[float, float]] = {}
+    for n in order:
+        es = max((early[p][1] for p in graph.predecessors(n)), default=0.0)
+        early[n] = (es, es + length(n))
+    end = max((ef for _, ef in early.values()), default=0.0)
+    late: dict[str, tuple[float, float]] = {}
+    for n in reversed(order):
+        lf = min((late[s][0] for s in graph.successors(n)), default=end)
+        late[n] = (lf - length(n), lf)
+    return [
+        CpmRow(n, length(n), *early[n], *late[n], max(late[n][0] - early[n][0], 0.0)) for n in order
+    ]
+
+
+def critical_chain(graph: nx.DiGraph, rows: list[CpmRow]) -> list[str]:
+    """One chain of zero-float stages, each a successor of the last, from start to finish."""
+    by_stage = {r.stage: r for r in rows}
+    current = next((r for r in rows if r.critical and r.early_start <= _TOLERANCE), None)
+    chain: list[str] = []
+    while current is not None:
+        chain.append(current.stage)
+        successors = sorted(graph.successors(current.stage), key=lambda n: graph.nodes[n]["order"])
+        current = next(
+            (
+                by_stage[n]
+                for n in successors
+                if by_stage[n].critical
+                and abs(by_stage[n].early_start - current.early_finish) <= _TOLERANCE
+            ),
+            None,
+        )
+    return chain
+
+
+def check_scenario(scenario: Scenario) -> list[Problem]:
+    """Every cross-reference problem in a schema-valid scenario, with its key path."""
+    problems: list[Problem] = []
+    for pname, pipeline in scenario.pipelines.items():
+        base = f"pipelines.{pname}.stages"
+        for sname, stage in pipeline.stages.items():
+            for i, before in enumerate(stage.after):
+                if before == sname:
+                    problems.append(
+                        Problem(f"{base}.{sname}.after[{i}]", "a stage cannot come after itself")
+                    )
+                elif before not in pipeline.stages:
+                    problems.append(
+                        Problem(
+                            f"{base}.{sname}.after[{i}]",
+                            did_you_mean(before, pipeline.stages, "stage"),
+                        )
+                    )
+            problems += _check_needs(scenario, stage.needs, f"{base}.{sname}.needs")
+        graph = pipeline_graph(pipeline)
+        graph.remove_edges_from(list(nx.selfloop_edges(graph)))
+        try:
+            cycle = nx.find_cycle(graph)
+        except nx.NetworkXNoCycle:
+            continue
+        loop = " -> ".join([a for a, _ in cycle] + [cycle[0][0]])
+        problems.append(
+            Problem(base, f"the stages form a cycle: {loop}; 'after' must not loop back")
+        )
+    seen: dict[str, int] = {}
+    for i, site in enumerate(scenario.sites):
+        path = f"sites[{i}]"
+        if site.name in seen:
+            problems.append(
+                Problem(
+                    f"{path}.name",
+                    f"duplicate site name {site.name!r} (also sites[{seen[site.name]}])",
+                )
+            )
+        seen.setdefault(site.name, i)
+        if site.start > scenario.horizon:
+            problems.append(
+                Problem(
+                    f"{path}.start",
+                    f"starts at {site.start:g} {scenario.time_unit}, after the horizon "
+                    f"({scenario.horizon:g} {scenario.time_unit})",
+                )
+            )
+        pipeline = scenario.pipelines.get(site.pipeline)
+        if pipeline is None:
+            problems.append(
+                Problem(
+                    f"{path}.pipeline", did_you_mean(site.pipeline, scenario.pipelines, "pipeline")
+                )
+            )
+            continue
+        for sname, override in site.overrides.items():
+            if sname not in pipeline.stages:
+                problems.append(
+                    Problem(
+                        f"{path}.overrides.{sname}", did_you_mean(sname, pipeline.stages, "stage")
+                    )
+                )
+            elif override.needs is not None:
+                problems += _check_needs(
+                    scenario, override.needs, f"{path}.overrides.{sname}.needs"
+                )
+    return problems
+
+
+def _check_needs(scenario: Scenario, needs: Mapping[str, float], path: str) -> list[Problem]:
+    problems = []
+    for resource, amount in needs.items():
+        if resource not in scenario.resources:
+            problems.append(
+                Problem(
+                    f"{path}.{resource}", did_you_mean(resource, scenario.resources, "resource")
+                )
+            )
+        elif amount > scenario.resources[resource].capacity:
+            capacity = scenario.resources[resource].capacity
+            problems.append(
+                Problem(
+                    f"{path}.{resource}",
+                    f"needs {amount:g} but resource {resource!r} has capacity "
+                    f"{capacity:g}; it could never be granted",
+                )
+            )
+    return problems

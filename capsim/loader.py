@@ -1,0 +1,158 @@
+"""Reading scenario files: YAML in, a validated :class:`~capsim.schema.Scenario` out, or one
+:class:`~capsim.errors.ScenarioError` naming the file, each key path and what is allowed.
+
+>>> scenario = load_scenario(default_scenario_path())
+>>> scenario.name
+'greenfield-campus'
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from capsim.distributions import FAMILIES
+from capsim.errors import Problem, ScenarioError, did_you_mean
+from capsim.graph import check_scenario
+from capsim.schema import Scenario
+
+DEFAULT_SCENARIO = "greenfield-campus.yaml"
+
+
+def default_scenario_path() -> Path:
+    """The built-in default scenario, shipped inside the package."""
+    return Path(str(resources.files("capsim") / "scenarios" / DEFAULT_SCENARIO))
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read, validate and cross-check the scenario at ``path``."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(source, [Problem("", "file not found")]) from None
+    except IsADirectoryError:
+        raise ScenarioError(source, [Problem("", "is a directory, expected a YAML scenario file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(source, [Problem("", f"cannot read the file: {exc}")]) from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ScenarioError(source, [Problem("", _yaml_message(exc))]) from None
+    return parse_scenario(data, source)
+
+
+def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
+    """Validate an already-parsed scenario mapping (e.g. built in a notebook)."""
+    if not isinstance(data, dict):
+        kind = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise ScenarioError(source, [Problem("", f"expected a mapping of scenario keys at the top level, got {kind}")])
+    context = {"time_unit": data.get("time_unit", "days"), "start": _start_date(data.get("start"))}
+    if context["time_unit"] not in typing.get_args(Scenario.model_fields["time_unit"].annotation):
+        context["time_unit"] = "days"  # reported by the schema; keep converting the rest
+    try:
+        scenario = Scenario.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ScenarioError(source, [_problem(err) for err in exc.errors()]) from None
+    problems = check_scenario(scenario)
+    if problems:
+        raise ScenarioError(source, problems)
+    return scenario
+
+
+def _start_date(value: Any) -> dt.date | None:
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe YAML loader that rejects duplicate keys instead of keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    return f"not valid YAML: {exc}"
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """``('sites', 2, 'pipeline')`` -> ``sites[2].pipeline``; drops the tags of distribution unions.
+
+    >>> key_path(("pipelines", "p", "stages", "a", "duration", "triangular", "triangular"))
+    'pipelines.p.stages.a.duration.triangular'
+    """
+    parts: list[str] = []
+    previous: int | str | None = None
+    for item in loc:
+        if item == previous and item in FAMILIES:
+            continue
+        parts.append(f"[{item}]" if isinstance(item, int) else f".{item}")
+        previous = item
+    return "".join(parts).lstrip(".")
+
+
+def _problem(err: Any) -> Problem:
+    loc = tuple(err["loc"])
+    kind, message = err["type"], err["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        message = did_you_mean(str(loc[-1]), allowed, "key") if allowed else f"unknown key {loc[-1]!r}"
+    elif kind == "missing":
+        message = f"missing required key {loc[-1]!r}"
+    elif kind not in ("value_error", "distribution"):
+        message = f"{message}; got {err['input']!r}"
+    return Problem(key_path(loc), message)
+
+
+def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys a mapping at ``loc`` may hold, found by walking the schema's type annotations."""
+    node: Any = Scenario
+    for item in loc:
+        node = _strip(node)
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(str(item))
+            node = field.annotation if field else FAMILIES.get(str(item))
+        elif typing.get_origin(node) in (dict, list):
+            node = typing.get_args(node)[-1]
+        elif isinstance(item, str) and item in FAMILIES:
+            node = FAMILIES[item]
+        else:
+            return []
+    node = _strip(node)
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+
+
+def _strip(annotation: Any) -> Any:
+    """Unwrap ``Annotated[...]`` and ``X | None`` down to the single type inside."""
+    while True:
+        if typing.get_origin(annotation) is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+            continue
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) in (typing.Union, type(int | None)) and len(args) == 1:
+            annotation = args[0]
+            continue
+        return annotation

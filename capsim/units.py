@@ -1,0 +1,69 @@
+"""Time units and durations: the bridge between model time and the calendar.
+
+Model time is a float in the scenario's ``time_unit``. Durations in scenario files are either a bare
+number (already in ``time_unit``) or a string with a unit, which is converted here:
+
+>>> to_time_unit("18 months", "days")
+547.875
+>>> to_time_unit(6, "weeks")
+6.0
+>>> to_time_unit("2.5 years", "months")
+30.0
+>>> to_date(dt.date(2026, 1, 1), 31, "days")
+datetime.date(2026, 2, 1)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Literal
+
+TimeUnit = Literal["days", "weeks", "months", "years"]
+
+#: Length of each unit in days. Months and years are Julian averages, so that 12 months == 1 year.
+DAYS_PER: dict[str, float] = {"days": 1.0, "weeks": 7.0, "months": 365.25 / 12, "years": 365.25}
+
+_ALIASES = {
+    "d": "days", "day": "days", "days": "days",
+    "w": "weeks", "wk": "weeks", "week": "weeks", "weeks": "weeks",
+    "mo": "months", "month": "months", "months": "months",
+    "y": "years", "yr": "years", "year": "years", "years": "years",
+}  # fmt: skip
+_DURATION = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]+)\s*$")
+
+DURATION_HELP = "a number (in the scenario's time_unit) or a string such as '90 days', '6 weeks', '18 months', '2.5 years'"
+
+
+def parse_duration(text: str) -> tuple[float, str]:
+    """Split ``"18 months"`` into ``(18.0, "months")``; raise ``ValueError`` with what is allowed.
+
+    >>> parse_duration("6 wk")
+    (6.0, 'weeks')
+    """
+    match = _DURATION.match(text)
+    if not match or match.group(2).lower() not in _ALIASES:
+        raise ValueError(f"cannot read {text!r} as a duration; expected {DURATION_HELP}")
+    return float(match.group(1)), _ALIASES[match.group(2).lower()]
+
+
+def to_time_unit(value: float | int | str, unit: str) -> float:
+    """Convert a duration (number in ``unit`` or string with its own unit) to a float in ``unit``."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected {DURATION_HELP}, got a boolean")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        amount, own_unit = parse_duration(value)
+        return amount * DAYS_PER[own_unit] / DAYS_PER[unit]
+    raise ValueError(f"expected {DURATION_HELP}, got {type(value).__name__}")
+
+
+def to_date(start: dt.date, t: float, unit: str) -> dt.date:
+    """Calendar date of model time ``t`` (in ``unit``) after ``start``, rounded down to the day."""
+    return start + dt.timedelta(days=int(t * DAYS_PER[unit] + 1e-9))
+
+
+def from_date(start: dt.date, date: dt.date, unit: str) -> float:
+    """Model time of a calendar ``date`` relative to ``start``, in ``unit``."""
+    return (date - start).days / DAYS_PER[unit]
