@@ -16,6 +16,7 @@ numbers across strategies for free and keeps sampling vectorised.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Annotated, Any, ClassVar
 
@@ -114,7 +115,7 @@ def _ordered(values: list[float], names: str) -> list[float]:
         raise ValueError(
             f"durations cannot be negative; got [{', '.join(f'{v:g}' for v in values)}]"
         )
-    if any(a > b for a, b in zip(values, values[1:], strict=False)):
+    if any(a > b for a, b in itertools.pairwise(values)):
         raise ValueError(
             f"expected {names} in increasing order; got [{', '.join(f'{v:g}' for v in values)}]"
         )
@@ -264,7 +265,7 @@ class _LognormalParams(BaseModel):
 
 
 class Lognormal(Distribution):
-    """Lognormal: ``{lognormal: {median: 120, p90: 240}}`` or ``{lognormal: {mu: 4.8, sigma: 0.5}}``.
+    """Lognormal: ``{lognormal: {median: 120, p90: 240}}`` or ``{lognormal: {mu: 4.8, sigma: .5}}``.
 
     ``mu`` and ``sigma`` are those of the underlying normal, on the log of the time unit.
     """
@@ -378,8 +379,8 @@ FAMILIES: dict[str, type[Distribution]] = {
 }
 FAMILY_HELP = (
     "{fixed: 30}, {uniform: [a, b]}, {triangular: [low, mode, high]}, {pert: [low, mode, high]}, "
-    "{lognormal: {median: m, p90: q}} or {lognormal: {mu: m, sigma: s}}, {normal: {mean: m, sd: s}}, "
-    "{empirical: [x1, x2, ...]}"
+    "{lognormal: {median: m, p90: q}} or {lognormal: {mu: m, sigma: s}}, "
+    "{normal: {mean: m, sd: s}}, {empirical: [x1, x2, ...]}"
 )
 
 

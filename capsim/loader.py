@@ -39,11 +39,13 @@ def load_scenario(path: str | Path) -> Scenario:
     except FileNotFoundError:
         raise ScenarioError(source, [Problem("", "file not found")]) from None
     except IsADirectoryError:
-        raise ScenarioError(source, [Problem("", "is a directory, expected a YAML scenario file")]) from None
+        raise ScenarioError(
+            source, [Problem("", "is a directory, expected a YAML scenario file")]
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(source, [Problem("", f"cannot read the file: {exc}")]) from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ScenarioError(source, [Problem("", _yaml_message(exc))]) from None
     return parse_scenario(data, source)
@@ -53,7 +55,10 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
     """Validate an already-parsed scenario mapping (e.g. built in a notebook)."""
     if not isinstance(data, dict):
         kind = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise ScenarioError(source, [Problem("", f"expected a mapping of scenario keys at the top level, got {kind}")])
+        raise ScenarioError(
+            source,
+            [Problem("", f"expected a mapping of scenario keys at the top level, got {kind}")],
+        )
     context = {"time_unit": data.get("time_unit", "days"), "start": _start_date(data.get("start"))}
     if context["time_unit"] not in typing.get_args(Scenario.model_fields["time_unit"].annotation):
         context["time_unit"] = "days"  # reported by the schema; keep converting the rest
@@ -82,10 +87,15 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # merged keys may be overridden on purpose
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    "while reading a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -119,7 +129,9 @@ def _problem(err: Any) -> Problem:
     kind, message = err["type"], err["msg"].removeprefix("Value error, ")
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
-        message = did_you_mean(str(loc[-1]), allowed, "key") if allowed else f"unknown key {loc[-1]!r}"
+        message = (
+            did_you_mean(str(loc[-1]), allowed, "key") if allowed else f"unknown key {loc[-1]!r}"
+        )
     elif kind == "missing":
         message = f"missing required key {loc[-1]!r}"
     elif kind not in ("value_error", "distribution"):

@@ -141,7 +141,11 @@ class Run:
         """The event log: one record per site x stage, in site then stage order."""
         names = [site.name for site in self.model.scenario.sites]
         return [
-            StageRecord(names[task.site], task.stage, *(float(a[i]) for a in (self.ready, self.start, self.finish)))
+            StageRecord(
+                names[task.site],
+                task.stage,
+                *(float(a[i]) for a in (self.ready, self.start, self.finish)),
+            )
             for i, task in enumerate(self.model.tasks)
         ]
 
@@ -155,7 +159,8 @@ class _Replication:
         self.durations = durations.tolist()
         self.env = simpy.Environment()
         self.pools = {
-            name: ResourcePool(name, spec.capacity) for name, spec in sorted(model.scenario.resources.items())
+            name: ResourcePool(name, spec.capacity)
+            for name, spec in sorted(model.scenario.resources.items())
         }
         self.priority = [model.scenario.sites[t.site].priority for t in self.tasks]
         self.pending = model._pending.tolist()
@@ -231,7 +236,9 @@ class _Replication:
                     f"{place.position - 1} request(s) for {place.amount_ahead:g} ahead of it"
                 )
             else:
-                unfinished = [self.tasks[p].stage for p in task.predecessors if math.isnan(self.finish[p])]
+                unfinished = [
+                    self.tasks[p].stage for p in task.predecessors if math.isnan(self.finish[p])
+                ]
                 state = "waiting for predecessors"
                 why = ", ".join(unfinished) if unfinished else "the site's start"
             blockages.append(Blockage(names[task.site], task.stage, state, why))

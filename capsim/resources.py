@@ -46,7 +46,9 @@ class ResourcePool:
         self._queue: list[tuple[int, int, int, float, Callable[[int], None]]] = []
         self._arrival = count()
 
-    def request(self, task: int, amount: float, priority: int, on_grant: Callable[[int], None]) -> None:
+    def request(
+        self, task: int, amount: float, priority: int, on_grant: Callable[[int], None]
+    ) -> None:
         """Queue ``task`` for ``amount`` units; ``on_grant(task)`` is called once they are its."""
         heapq.heappush(self._queue, (priority, next(self._arrival), task, amount, on_grant))
         self._dispatch()

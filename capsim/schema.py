@@ -16,6 +16,7 @@ and its ``sites`` (each following one pipeline). Durations are converted to the 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from typing import Annotated, Any
 
@@ -43,10 +44,8 @@ def _start_offset(value: Any, info: ValidationInfo) -> Any:
     if isinstance(value, dt.datetime):
         value = value.date()
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = dt.date.fromisoformat(value)
-        except ValueError:
-            pass
     if isinstance(value, dt.date):
         if context.get("start") is None:
             raise ValueError("a start date needs the scenario's own 'start' date")
@@ -55,7 +54,7 @@ def _start_offset(value: Any, info: ValidationInfo) -> Any:
 
 
 Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
-"""A non-negative duration in the scenario's time unit (a number, or a string like ``18 months``)."""
+"""A non-negative duration in the scenario's time unit (a number, or a string like "18 months")."""
 
 Name = Annotated[str, Field(min_length=1, pattern=r"^\S(.*\S)?$")]
 

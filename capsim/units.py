@@ -32,7 +32,10 @@ _ALIASES = {
 }  # fmt: skip
 _DURATION = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]+)\s*$")
 
-DURATION_HELP = "a number (in the scenario's time_unit) or a string such as '90 days', '6 weeks', '18 months', '2.5 years'"
+DURATION_HELP = (
+    "a number (in the scenario's time_unit) or a string such as "
+    "'90 days', '6 weeks', '18 months', '2.5 years'"
+)
 
 
 def parse_duration(text: str) -> tuple[float, str]:
@@ -48,7 +51,7 @@ def parse_duration(text: str) -> tuple[float, str]:
 
 
 def to_time_unit(value: float | int | str, unit: str) -> float:
-    """Convert a duration (number in ``unit`` or string with its own unit) to a float in ``unit``."""
+    """Convert a duration (a number in ``unit``, or a string with its own unit) into ``unit``."""
     if isinstance(value, bool):
         raise ValueError(f"expected {DURATION_HELP}, got a boolean")
     if isinstance(value, int | float):

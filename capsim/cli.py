@@ -1,0 +1,249 @@
+"""The ``capsim`` command line: run, validate and describe scenarios.
+
+Heavy modules (numpy, pandas, matplotlib, simpy) are imported inside the commands so that
+``capsim --help`` stays fast. Input errors print one clear message and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from capsim.errors import CapsimError
+
+if TYPE_CHECKING:
+    from capsim.schema import Scenario
+
+app = typer.Typer(
+    name="capsim",
+    help="Capacity planning for AI compute: when capacity comes online and what holds it up.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console()
+errors = Console(stderr=True)
+
+ScenarioFile = Annotated[
+    Path | None,
+    typer.Argument(help="Scenario YAML file. Default: the built-in scenario.", show_default=False),
+]
+
+
+def _load(path: Path | None) -> Scenario:
+    from capsim.loader import default_scenario_path, load_scenario
+
+    return load_scenario(path if path is not None else default_scenario_path())
+
+
+@app.command()
+def run(
+    file: ScenarioFile = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Root seed; default: the scenario's own seed.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the tables and the Gantt chart.")] = Path(
+        "capsim-output"
+    ),
+) -> None:
+    """Simulate a scenario once and write stages.csv, sites.csv, capacity.csv and gantt.png.
+
+    Example: [bold]capsim run scenarios/portfolio.yaml --seed 7 --out results/[/bold]
+    """
+    from capsim.gantt import gantt_figure
+    from capsim.model import Model, replication_rng
+    from capsim.results import capacity_table, site_table, stage_table, to_dates
+
+    scenario = _load(file)
+    seed = scenario.seed if seed is None else seed
+    model = Model(scenario)
+    result = model.run(model.draw(replication_rng(seed)))
+    stages, sites, capacity = stage_table(result), site_table(result), capacity_table(result)
+    horizon = to_dates(result, [scenario.horizon]).iloc[0]
+    figure = gantt_figure(
+        stages, title=f"{scenario.name}: build-out by stage (seed {seed})", horizon=horizon
+    )
+
+    _write_outputs(
+        out,
+        {
+            "stages.csv": lambda p: stages.to_csv(p, index=False),
+            "sites.csv": lambda p: sites.to_csv(p, index=False),
+            "capacity.csv": lambda p: capacity.to_csv(p, index=False),
+            "gantt.png": lambda p: figure.savefig(p, dpi=130),
+        },
+    )
+    _print_summary(scenario, seed, sites, stages, result.blockages)
+    console.print(f"Wrote stages.csv, sites.csv, capacity.csv and gantt.png to [bold]{out}[/bold]")
+
+
+def _print_summary(scenario: Scenario, seed: int, sites, stages, blockages) -> None:
+    console.print(
+        f"[bold]{scenario.name}[/bold]: {len(scenario.sites)} sites, "
+        f"{sites['mw'].sum():,.0f} MW planned, seed {seed}, horizon {scenario.start} + "
+        f"{scenario.horizon:g} {scenario.time_unit}"
+    )
+    table = Table(title="Sites", title_justify="left")
+    for column in (
+        "site",
+        "org",
+        "MW",
+        "start",
+        "online",
+        f"waited ({scenario.time_unit})",
+        "slowest stage",
+    ):
+        table.add_column(
+            column, justify="right" if column in ("MW",) or "waited" in column else "left"
+        )
+    slowest = (
+        stages.dropna(subset=["duration"]).sort_values("duration").groupby("site")["stage"].last()
+    )
+    for row in sites.itertuples():
+        online = (
+            row.online_date.date().isoformat()
+            if row.online_date == row.online_date
+            else "[red]not by horizon[/red]"
+        )
+        table.add_row(
+            row.site,
+            row.org,
+            f"{row.mw:,.0f}",
+            row.start_date.date().isoformat(),
+            online,
+            f"{row.total_wait:,.0f}",
+            slowest.get(row.site, "-"),
+        )
+    console.print(table)
+    online = sites.dropna(subset=["online_date"]).sort_values("online_date")
+    if len(online):
+        cumulative = online["mw"].cumsum()
+        console.print(
+            f"First capacity online {online['online_date'].iloc[0].date()}; "
+            f"{cumulative.iloc[-1]:,.0f} of {sites['mw'].sum():,.0f} MW online by "
+            f"{online['online_date'].iloc[-1].date()}."
+        )
+    if blockages:
+        stuck = Table(
+            title="Not finished by the horizon", title_justify="left", title_style="bold red"
+        )
+        for column in ("site", "stage", "state", "waiting on"):
+            stuck.add_column(column)
+        for b in sorted(blockages, key=lambda b: b.state == "waiting for predecessors"):
+            stuck.add_row(b.site, b.stage, b.state, b.waiting_on)
+        console.print(stuck)
+
+
+def _write_outputs(out: Path, writers: dict[str, Callable[[Path], None]]) -> None:
+    """Write every file into a staging folder next to ``out``, then move them in: a failure
+    leaves ``out`` as it was."""
+    out = out.resolve()
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".capsim-", dir=parent))
+    except OSError as exc:
+        raise CapsimError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    try:
+        for name, write in writers.items():
+            write(staging / name)
+        out.mkdir(exist_ok=True)
+        for name in writers:
+            os.replace(staging / name, out / name)
+    except OSError as exc:
+        raise CapsimError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="Scenario YAML file.", show_default=False)],
+) -> None:
+    """Check a scenario and show each pipeline's critical path on mean durations.
+
+    Example: [bold]capsim validate scenarios/greenfield-campus.yaml[/bold]
+    """
+    from capsim.graph import critical_chain, critical_path_method, pipeline_graph
+
+    scenario = _load(file)
+    unit = scenario.time_unit
+    for name, pipeline in scenario.pipelines.items():
+        graph = pipeline_graph(pipeline)
+        rows = critical_path_method(graph)
+        users = sum(site.pipeline == name for site in scenario.sites)
+        table = Table(
+            title=f"Pipeline [bold]{name}[/bold] ({users} site{'s' * (users != 1)}), "
+            f"mean durations in {unit}",
+            title_justify="left",
+        )
+        for column in (
+            "stage",
+            "duration",
+            "early start",
+            "early finish",
+            "late start",
+            "late finish",
+            "float",
+            "",
+        ):
+            table.add_column(column, justify="left" if column in ("stage", "") else "right")
+        for r in rows:
+            style = "bold" if r.critical else ""
+            table.add_row(
+                r.stage,
+                *(f"{v:,.1f}" for v in r[1:]),
+                "critical" if r.critical else "",
+                style=style,
+            )
+        console.print(table)
+        chain = critical_chain(graph, rows)
+        length = max(r.early_finish for r in rows)
+        console.print(f"Critical path: {' -> '.join(chain)}  ({length:,.1f} {unit})\n")
+    console.print(
+        f"[green]OK[/green] {file}: {len(scenario.sites)} sites, "
+        f"{len(scenario.pipelines)} pipelines, {len(scenario.resources)} resources"
+    )
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of scenario files, for editors that check and complete YAML.
+
+    Example: [bold]capsim schema > capsim.schema.json[/bold]
+    """
+    from capsim.schema import Scenario
+
+    typer.echo(json.dumps(Scenario.model_json_schema(), indent=2))
+
+
+def main() -> None:
+    """Console entry point: run the app; print input errors without a traceback (exit 2)."""
+    try:
+        app(standalone_mode=False)
+    except CapsimError as exc:
+        errors.print(
+            f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
+        raise SystemExit(2) from None
+    except typer.Abort:
+        errors.print("aborted")
+        raise SystemExit(130) from None
+    except Exception as exc:  # click's usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        raise
