@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,8 +33,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-console = Console()
-errors = Console(stderr=True)
+# Piped output (files, CI logs) gets wide tables instead of truncated cells.
+console = Console(width=None if sys.stdout.isatty() else 160)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 ScenarioFile = Annotated[
     Path | None,
@@ -89,10 +91,12 @@ def run(
 
 
 def _print_summary(scenario: Scenario, seed: int, sites, stages, blockages) -> None:
+    from capsim.units import to_date
+
     console.print(
         f"[bold]{scenario.name}[/bold]: {len(scenario.sites)} sites, "
-        f"{sites['mw'].sum():,.0f} MW planned, seed {seed}, horizon {scenario.start} + "
-        f"{scenario.horizon:g} {scenario.time_unit}"
+        f"{sites['mw'].sum():,.0f} MW planned, seed {seed}, simulated from {scenario.start} "
+        f"to {to_date(scenario.start, scenario.horizon, scenario.time_unit)}"
     )
     table = Table(title="Sites", title_justify="left")
     for column in (
@@ -229,21 +233,12 @@ def schema() -> None:
 
 
 def main() -> None:
-    """Console entry point: run the app; print input errors without a traceback (exit 2)."""
+    """Console entry point. Input errors print one message, no traceback, and exit with code 2;
+    usage errors are typer's own (also code 2)."""
     try:
-        app(standalone_mode=False)
+        app()
     except CapsimError as exc:
         errors.print(
             f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True
         )
         raise SystemExit(2) from None
-    except typer.Abort:
-        errors.print("aborted")
-        raise SystemExit(130) from None
-    except Exception as exc:  # click's usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        raise

@@ -110,16 +110,25 @@ class Fixed(Distribution):
         return np.full(np.shape(u), self.fixed)
 
 
-def _ordered(values: list[float], names: str) -> list[float]:
-    if any(v < 0 for v in values):
-        raise ValueError(
-            f"durations cannot be negative; got [{', '.join(f'{v:g}' for v in values)}]"
-        )
-    if any(a > b for a, b in itertools.pairwise(values)):
-        raise ValueError(
-            f"expected {names} in increasing order; got [{', '.join(f'{v:g}' for v in values)}]"
-        )
-    return values
+def _ordered(names: str) -> Any:
+    """A before-validator: convert a list of durations, check count and order, and report the
+    values as written."""
+    count = names.count(",") + 1
+
+    def check(values: Any, info: ValidationInfo) -> Any:
+        if not isinstance(values, list | tuple):
+            raise ValueError(f"expected a list {names}; got {values!r}")
+        written = ", ".join(map(str, values))
+        if len(values) != count:
+            raise ValueError(f"expected {count} values {names}; got {len(values)}: [{written}]")
+        converted = [_time(x, info) for x in values]
+        if any(v < 0 for v in converted):
+            raise ValueError(f"durations cannot be negative; got [{written}]")
+        if any(a > b for a, b in itertools.pairwise(converted)):
+            raise ValueError(f"expected {names} in increasing order; got [{written}]")
+        return converted
+
+    return check
 
 
 class Uniform(Distribution):
@@ -128,13 +137,7 @@ class Uniform(Distribution):
     family: ClassVar[str] = "uniform"
     uniform: tuple[float, float]
 
-    _convert = field_validator("uniform", mode="before")(_times)
-
-    @field_validator("uniform")
-    @classmethod
-    def _check(cls, v: tuple[float, float]) -> tuple[float, float]:
-        _ordered(list(v), "[low, high]")
-        return v
+    _check = field_validator("uniform", mode="before")(_ordered("[low, high]"))
 
     @property
     def mean(self) -> float:
@@ -157,13 +160,7 @@ class Triangular(Distribution):
     family: ClassVar[str] = "triangular"
     triangular: tuple[float, float, float]
 
-    _convert = field_validator("triangular", mode="before")(_times)
-
-    @field_validator("triangular")
-    @classmethod
-    def _check(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        _ordered(list(v), "[low, mode, high]")
-        return v
+    _check = field_validator("triangular", mode="before")(_ordered("[low, mode, high]"))
 
     @property
     def mean(self) -> float:
@@ -191,13 +188,7 @@ class Pert(Distribution):
     family: ClassVar[str] = "pert"
     pert: tuple[float, float, float]
 
-    _convert = field_validator("pert", mode="before")(_times)
-
-    @field_validator("pert")
-    @classmethod
-    def _check(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        _ordered(list(v), "[low, mode, high]")
-        return v
+    _check = field_validator("pert", mode="before")(_ordered("[low, mode, high]"))
 
     def _shape(self) -> tuple[float, float]:
         a, m, b = self.pert

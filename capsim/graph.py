@@ -85,7 +85,7 @@ def critical_path_method(
     late: dict[str, tuple[float, float]] = {}
     for n in reversed(order):
         lf = min((late[s][0] for s in graph.successors(n)), default=end)
-        late[n] = (lf - length(n), lf)
+        late[n] = (max(lf - length(n), 0.0), lf)  # clamp -0.0 from rounding
     return [
         CpmRow(n, length(n), *early[n], *late[n], max(late[n][0] - early[n][0], 0.0)) for n in order
     ]

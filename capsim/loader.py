@@ -133,7 +133,7 @@ def _problem(err: Any) -> Problem:
             did_you_mean(str(loc[-1]), allowed, "key") if allowed else f"unknown key {loc[-1]!r}"
         )
     elif kind == "missing":
-        message = f"missing required key {loc[-1]!r}"
+        return Problem(key_path(loc[:-1]) or "(top level)", f"missing required key {loc[-1]!r}")
     elif kind not in ("value_error", "distribution"):
         message = f"{message}; got {err['input']!r}"
     return Problem(key_path(loc), message)

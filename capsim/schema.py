@@ -49,6 +49,8 @@ def _start_offset(value: Any, info: ValidationInfo) -> Any:
     if isinstance(value, dt.date):
         if context.get("start") is None:
             raise ValueError("a start date needs the scenario's own 'start' date")
+        if value < context["start"]:
+            raise ValueError(f"{value} is before the scenario's start ({context['start']})")
         return from_date(context["start"], value, context.get("time_unit", "days"))
     return _duration(value, info)
 

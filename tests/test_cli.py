@@ -1,0 +1,250 @@
+"""The ``capsim`` command as a user runs it: its console entry point, in a subprocess."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+CAPSIM = str(Path(sys.executable).with_name("capsim"))
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = {
+    "name": "tiny",
+    "start": "2026-01-01",
+    "horizon": "10 years",
+    "time_unit": "days",
+    "resources": {"office": {"capacity": 1}},
+    "pipelines": {
+        "p": {
+            "stages": {
+                "a": {"duration": {"triangular": [10, 20, 30]}},
+                "b": {"duration": 40, "after": ["a"], "needs": {"office": 1}},
+            }
+        }
+    },
+    "sites": [
+        {"name": "s1", "org": "lab", "pipeline": "p", "mw": 100},
+        {"name": "s2", "org": "lab", "pipeline": "p", "mw": 200},
+    ],
+}
+
+
+def capsim(
+    *args: str, cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CAPSIM, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120, check=False
+    )
+
+
+def write(tmp_path: Path, doc: dict | str, name: str = "scenario.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def mutate(change) -> dict:
+    doc = copy.deepcopy(BASE)
+    change(doc)
+    return doc
+
+
+def _set(path: list, value):
+    def change(doc):
+        node = doc
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return change
+
+
+def _drop_key(key):
+    return lambda doc: doc["sites"][0].pop(key)
+
+
+def _rename_horizon(doc):
+    doc["horizn"] = doc.pop("horizon")
+
+
+BAD = {
+    "malformed_yaml": ("name: tiny\n  : - [unclosed\n\tbad", ["YAML", "line 2"]),
+    "wrong_type": (mutate(_set(["sites", 0, "mw"], "lots")), ["sites[0].mw", "valid number"]),
+    "unknown_key": (mutate(_rename_horizon), ["horizn", "did you mean 'horizon'"]),
+    "missing_field": (
+        mutate(_drop_key("pipeline")),
+        ["sites[0]", "missing required key 'pipeline'"],
+    ),
+    "low_above_high": (
+        mutate(_set(["pipelines", "p", "stages", "a", "duration"], {"triangular": [30, 20, 10]})),
+        ["pipelines.p.stages.a.duration.triangular", "[low, mode, high]", "increasing order"],
+    ),
+    "negative_sd": (
+        mutate(
+            _set(["pipelines", "p", "stages", "a", "duration"], {"normal": {"mean": 5, "sd": -1}})
+        ),
+        ["pipelines.p.stages.a.duration.normal.sd", "sd must be >= 0"],
+    ),
+    "unknown_family": (
+        mutate(_set(["pipelines", "p", "stages", "a", "duration"], {"gamma": [1, 2]})),
+        ["pipelines.p.stages.a.duration", "unknown distribution family 'gamma'", "triangular"],
+    ),
+    "cycle": (
+        mutate(_set(["pipelines", "p", "stages", "a", "after"], ["b"])),
+        ["pipelines.p.stages", "cycle", "a -> b -> a"],
+    ),
+    "unknown_pipeline": (
+        mutate(_set(["sites", 1, "pipeline"], "q")),
+        ["sites[1].pipeline", "unknown pipeline 'q'", "Known: p"],
+    ),
+    "unknown_stage": (
+        mutate(_set(["pipelines", "p", "stages", "b", "after"], ["aa"])),
+        ["pipelines.p.stages.b.after[0]", "unknown stage 'aa'", "did you mean 'a'"],
+    ),
+    "unknown_resource": (
+        mutate(_set(["pipelines", "p", "stages", "b", "needs"], {"ofice": 1})),
+        ["pipelines.p.stages.b.needs.ofice", "did you mean 'office'"],
+    ),
+    "needs_above_capacity": (
+        mutate(_set(["pipelines", "p", "stages", "b", "needs"], {"office": 2})),
+        ["pipelines.p.stages.b.needs.office", "capacity 1"],
+    ),
+    "start_after_horizon": (
+        mutate(_set(["sites", 0, "start"], "2040-01-01")),
+        ["sites[0].start", "after the horizon"],
+    ),
+    "bad_duration_unit": (
+        mutate(_set(["horizon"], "10 parsecs")),
+        ["horizon", "'10 parsecs'", "months"],
+    ),
+    "bad_time_unit": (mutate(_set(["time_unit"], "fortnights")), ["time_unit", "'days'"]),
+    "empty_file": ("", ["expected a mapping"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_gets_one_clear_error_and_writes_nothing(tmp_path: Path, case: str) -> None:
+    doc, expected = BAD[case]
+    path = write(tmp_path, doc, f"{case}.yaml")
+    out = tmp_path / "out"
+    result = capsim("run", str(path), "--out", str(out))
+    message = result.stderr + result.stdout
+    assert result.returncode == 2, message
+    assert "Traceback" not in message
+    assert f"{case}.yaml" in message
+    for text in expected:
+        assert text in message
+    assert not out.exists()
+
+
+def test_validate_reports_the_same_errors(tmp_path: Path) -> None:
+    doc, expected = BAD["cycle"]
+    result = capsim("validate", str(write(tmp_path, doc)))
+    assert result.returncode == 2
+    assert all(text in result.stderr for text in expected)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    result = capsim("run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "nope.yaml: file not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_negative_seed_is_a_usage_error(tmp_path: Path) -> None:
+    result = capsim("run", "--seed", "-1", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "--seed" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = capsim("run", str(write(tmp_path, BASE)), "--out", str(blocker / "out"))
+    assert result.returncode == 2
+    assert "cannot write" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_default_run_writes_tables_and_gantt(tmp_path: Path) -> None:
+    result = capsim("run", "--out", "results", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "greenfield-campus" in result.stdout
+    out = tmp_path / "results"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "capacity.csv", "gantt.png", "sites.csv", "stages.csv"
+    ]  # fmt: skip
+    assert (out / "gantt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stages = pd.read_csv(out / "stages.csv")
+    assert {"site", "org", "stage", "ready", "start", "finish", "wait", "duration"} <= set(stages)
+    assert {"ready_date", "start_date", "finish_date"} <= set(stages)
+    sites = pd.read_csv(out / "sites.csv")
+    assert {"site", "org", "mw", "start", "online", "online_date"} <= set(sites)
+    capacity = pd.read_csv(out / "capacity.csv")
+    assert capacity["total_mw_online"].iloc[-1] == sites["mw"].sum()
+    # the summary names every site with its online date
+    for row in sites.itertuples():
+        assert row.site in result.stdout and row.online_date in result.stdout
+
+
+def test_run_reports_what_is_stuck_at_the_horizon(tmp_path: Path) -> None:
+    doc = mutate(_set(["horizon"], 50))  # s1: a ends by 30, b needs 40 more; s2 waits for office
+    result = capsim("run", str(write(tmp_path, doc)), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "Not finished by the horizon" in result.stdout
+    assert "waiting for resource" in result.stdout and "office" in result.stdout
+    stages = pd.read_csv(tmp_path / "out" / "stages.csv")
+    assert set(stages["status"]) == {"done", "running", "waiting"}
+
+
+def test_same_seed_same_tables_under_any_hash_seed(tmp_path: Path) -> None:
+    scenario = str(ROOT / "scenarios" / "greenfield-campus.yaml")
+    outputs = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / hash_seed
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        assert capsim("run", scenario, "--seed", "11", "--out", str(out), env=env).returncode == 0
+        outputs.append(
+            [(out / name).read_bytes() for name in ("stages.csv", "sites.csv", "capacity.csv")]
+        )
+    assert outputs[0] == outputs[1]
+
+
+def test_different_seeds_differ(tmp_path: Path) -> None:
+    scenario = str(ROOT / "scenarios" / "greenfield-campus.yaml")
+    for seed in ("1", "2"):
+        assert (
+            capsim("run", scenario, "--seed", seed, "--out", str(tmp_path / seed)).returncode == 0
+        )
+    assert (tmp_path / "1" / "stages.csv").read_bytes() != (
+        tmp_path / "2" / "stages.csv"
+    ).read_bytes()
+
+
+def test_validate_prints_critical_path(tmp_path: Path) -> None:
+    result = capsim("validate", str(write(tmp_path, BASE)))
+    assert result.returncode == 0, result.stderr
+    assert "Critical path: a -> b  (60.0 days)" in result.stdout
+
+
+def test_schema_is_json_schema_of_scenarios() -> None:
+    result = capsim("schema")
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    assert schema["additionalProperties"] is False
+    assert {"name", "start", "horizon", "pipelines", "sites"} <= set(schema["required"])
+
+
+@pytest.mark.parametrize("command", ["run", "validate", "schema"])
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    result = capsim(command, "--help")
+    assert result.returncode == 0
+    assert "Example" in result.stdout and f"capsim {command}" in result.stdout
