@@ -54,7 +54,7 @@ def _times(values: Any, info: ValidationInfo) -> Any:
 class Distribution(BaseModel):
     """Base of all families: analytic ``mean``/``var``, vectorised ``ppf`` and ``sample``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     family: ClassVar[str]
 
     @property
@@ -216,7 +216,7 @@ class Pert(Distribution):
 
 
 class _LognormalParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     median: float | None = None
     p90: float | None = None
     mu: float | None = None
@@ -280,7 +280,7 @@ class Lognormal(Distribution):
 
 
 class _NormalParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     mean: float
     sd: float
 
@@ -300,40 +300,38 @@ class Normal(Distribution):
     family: ClassVar[str] = "normal"
     normal: _NormalParams
 
-    def _alpha(self) -> tuple[float, float, float]:
-        """Standardised truncation point, its density and the kept probability mass."""
+    def _mills(self) -> tuple[float, float]:
+        """Standardised truncation point alpha = -mean/sd and the inverse Mills ratio
+        phi(alpha) / (1 - Phi(alpha)), in log space so that far tails neither underflow nor
+        divide by zero."""
         m, s = self.normal.mean, self.normal.sd
         alpha = -m / s
-        return (
-            alpha,
-            math.exp(-alpha * alpha / 2) / math.sqrt(2 * math.pi),
-            float(special.ndtr(-alpha)),
-        )
+        log_phi = -alpha * alpha / 2 - 0.5 * math.log(2 * math.pi)
+        return alpha, math.exp(log_phi - float(special.log_ndtr(-alpha)))
 
     @property
     def mean(self) -> float:
         m, s = self.normal.mean, self.normal.sd
         if s == 0:
             return max(m, 0.0)
-        _, phi, kept = self._alpha()
-        return m + s * phi / kept
+        return m + s * self._mills()[1]
 
     @property
     def var(self) -> float:
         s = self.normal.sd
         if s == 0:
             return 0.0
-        alpha, phi, kept = self._alpha()
-        lam = phi / kept
-        return s * s * (1 + alpha * lam - lam * lam)
+        alpha, lam = self._mills()
+        return s * s * max(1 + alpha * lam - lam * lam, 0.0)
 
     def ppf(self, u: np.ndarray) -> np.ndarray:
         m, s = self.normal.mean, self.normal.sd
         u = np.asarray(u, dtype=float)
         if s == 0:
             return np.full(u.shape, max(m, 0.0))
-        cut = special.ndtr(-m / s)
-        return np.maximum(m + s * special.ndtri(cut + u * (1 - cut)), 0.0)
+        # Upper-tail inversion: P(X > x) = (1 - u) * P(X > 0), computed in log space.
+        log_tail = special.log_ndtr(m / s) + np.log1p(-u)
+        return np.maximum(m - s * special.ndtri_exp(log_tail), 0.0)
 
 
 class Empirical(Distribution):

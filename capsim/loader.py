@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import typing
+from collections.abc import Hashable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,8 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
 
 
 def _start_date(value: Any) -> dt.date | None:
+    if isinstance(value, dt.datetime):
+        return value.date()
     if isinstance(value, dt.date):
         return value
     try:
@@ -90,6 +93,8 @@ class _StrictLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue  # merged keys may be overridden on purpose
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # PyYAML itself reports unhashable keys
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     "while reading a mapping",

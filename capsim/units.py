@@ -16,6 +16,7 @@ datetime.date(2026, 2, 1)
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from typing import Literal
 
@@ -55,11 +56,14 @@ def to_time_unit(value: float | int | str, unit: str) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected {DURATION_HELP}, got a boolean")
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+        amount, own_unit = float(value), unit
+    elif isinstance(value, str):
         amount, own_unit = parse_duration(value)
-        return amount * DAYS_PER[own_unit] / DAYS_PER[unit]
-    raise ValueError(f"expected {DURATION_HELP}, got {type(value).__name__}")
+    else:
+        raise ValueError(f"expected {DURATION_HELP}, got {type(value).__name__}")
+    if not math.isfinite(amount):
+        raise ValueError(f"a duration must be a finite number, got {value!r}")
+    return amount * DAYS_PER[own_unit] / DAYS_PER[unit]
 
 
 def to_date(start: dt.date, t: float, unit: str) -> dt.date:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import pytest
 from hypothesis import given
@@ -129,3 +130,9 @@ def test_from_date_examples() -> None:
 def test_date_round_trip(start: dt.date, offset: int, unit: str) -> None:
     date = start + dt.timedelta(days=offset)
     assert to_date(start, from_date(start, date, unit), unit) == date
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, "inf days", "nan weeks"])
+def test_to_time_unit_rejects_non_finite(value: float | str) -> None:
+    with pytest.raises(ValueError):
+        to_time_unit(value, "days")
