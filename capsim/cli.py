@@ -91,6 +91,8 @@ def run(
 
 
 def _print_summary(scenario: Scenario, seed: int, sites, stages, blockages) -> None:
+    import pandas as pd
+
     from capsim.units import to_date
 
     console.print(
@@ -112,12 +114,15 @@ def _print_summary(scenario: Scenario, seed: int, sites, stages, blockages) -> N
             column, justify="right" if column in ("MW",) or "waited" in column else "left"
         )
     slowest = (
-        stages.dropna(subset=["duration"]).sort_values("duration").groupby("site")["stage"].last()
+        stages.dropna(subset=["duration"])
+        .sort_values("duration", kind="stable")
+        .groupby("site")["stage"]
+        .last()
     )
     for row in sites.itertuples():
         online = (
             row.online_date.date().isoformat()
-            if row.online_date == row.online_date
+            if pd.notna(row.online_date)
             else "[red]not by horizon[/red]"
         )
         table.add_row(

@@ -1,9 +1,9 @@
 """Probability distributions of durations, written in scenario files as ``{family: parameters}``.
 
 Every family samples by inverse transform: ``ppf(u)`` maps uniform numbers in [0, 1) to values. One
-replication draws all its uniforms in a single numpy call and hands each stage its own slice, so a
-stage's draw depends only on its slot, never on which other stages exist. That gives common random
-numbers across strategies for free and keeps sampling vectorised.
+replication draws all its uniforms in a single numpy call and hands each stage its own slot. That
+gives common random numbers across strategies (a stage keeps its slot as long as the sites and
+stages before it in the file stay the same) and keeps sampling vectorised.
 
 >>> d = parse_distribution({"triangular": [10, 20, 60]}, "days")
 >>> d.mean, round(d.var, 3)
@@ -35,20 +35,9 @@ from pydantic import (
 )
 from scipy import special
 
-from capsim.units import DURATION_HELP, to_time_unit
+from capsim.units import DURATION_HELP, Duration, TimeValue, time_value
 
 _Z90 = float(special.ndtri(0.9))  # standard normal 90th percentile, 1.2815...
-
-
-def _time(value: Any, info: ValidationInfo) -> float:
-    """Convert one duration parameter to the scenario's time unit (from the validation context)."""
-    unit = (info.context or {}).get("time_unit", "days")
-    return to_time_unit(value, unit)
-
-
-def _times(values: Any, info: ValidationInfo) -> Any:
-    """Convert a list of duration parameters; leave anything else for pydantic to reject."""
-    return [_time(x, info) for x in values] if isinstance(values, list | tuple) else values
 
 
 class Distribution(BaseModel):
@@ -87,16 +76,7 @@ class Fixed(Distribution):
     """A deterministic value: ``{fixed: 30}`` or ``{fixed: "6 weeks"}``."""
 
     family: ClassVar[str] = "fixed"
-    fixed: float
-
-    _to_time = field_validator("fixed", mode="before")(_time)
-
-    @field_validator("fixed")
-    @classmethod
-    def _non_negative(cls, v: float) -> float:
-        if v < 0:
-            raise ValueError(f"a duration cannot be negative (got {v})")
-        return v
+    fixed: Duration
 
     @property
     def mean(self) -> float:
@@ -121,7 +101,7 @@ def _ordered(names: str) -> Any:
         written = ", ".join(map(str, values))
         if len(values) != count:
             raise ValueError(f"expected {count} values {names}; got {len(values)}: [{written}]")
-        converted = [_time(x, info) for x in values]
+        converted = [time_value(x, info) for x in values]
         if any(v < 0 for v in converted):
             raise ValueError(f"durations cannot be negative; got [{written}]")
         if any(a > b for a, b in itertools.pairwise(converted)):
@@ -135,7 +115,7 @@ class Uniform(Distribution):
     """Uniform on ``[low, high]``: ``{uniform: [20, 40]}``."""
 
     family: ClassVar[str] = "uniform"
-    uniform: tuple[float, float]
+    uniform: tuple[TimeValue, TimeValue]
 
     _check = field_validator("uniform", mode="before")(_ordered("[low, high]"))
 
@@ -158,7 +138,7 @@ class Triangular(Distribution):
     """Triangular with ``[low, mode, high]``: ``{triangular: [14, 30, 60]}``."""
 
     family: ClassVar[str] = "triangular"
-    triangular: tuple[float, float, float]
+    triangular: tuple[TimeValue, TimeValue, TimeValue]
 
     _check = field_validator("triangular", mode="before")(_ordered("[low, mode, high]"))
 
@@ -186,7 +166,7 @@ class Pert(Distribution):
     """Beta-PERT with ``[low, mode, high]`` (shape 4): ``{pert: [6, 12, 36]}``."""
 
     family: ClassVar[str] = "pert"
-    pert: tuple[float, float, float]
+    pert: tuple[TimeValue, TimeValue, TimeValue]
 
     _check = field_validator("pert", mode="before")(_ordered("[low, mode, high]"))
 
@@ -217,15 +197,10 @@ class Pert(Distribution):
 
 class _LognormalParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    median: float | None = None
-    p90: float | None = None
+    median: TimeValue | None = None
+    p90: TimeValue | None = None
     mu: float | None = None
     sigma: float | None = None
-
-    @field_validator("median", "p90", mode="before")
-    @classmethod
-    def _convert(cls, v: Any, info: ValidationInfo) -> Any:
-        return None if v is None else _time(v, info)
 
     @model_validator(mode="after")
     def _check(self) -> _LognormalParams:
@@ -276,15 +251,16 @@ class Lognormal(Distribution):
 
     def ppf(self, u: np.ndarray) -> np.ndarray:
         mu, s = self.lognormal.mu_sigma()
-        return np.exp(mu + s * special.ndtri(np.asarray(u, dtype=float)))
+        u = np.asarray(u, dtype=float)
+        if s == 0:
+            return np.full(u.shape, math.exp(mu))
+        return np.exp(mu + s * special.ndtri(u))
 
 
 class _NormalParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    mean: float
-    sd: float
-
-    _convert = field_validator("mean", "sd", mode="before")(_time)
+    mean: TimeValue
+    sd: TimeValue
 
     @field_validator("sd")
     @classmethod
@@ -338,15 +314,11 @@ class Empirical(Distribution):
     """Resampling of observed values, each equally likely: ``{empirical: [30, 45, 45, 90]}``."""
 
     family: ClassVar[str] = "empirical"
-    empirical: tuple[float, ...] = Field(min_length=1)
-
-    _convert = field_validator("empirical", mode="before")(_times)
+    empirical: tuple[Duration, ...] = Field(min_length=1)
 
     @field_validator("empirical")
     @classmethod
-    def _check(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if any(x < 0 for x in v):
-            raise ValueError("durations cannot be negative")
+    def _sort(cls, v: tuple[float, ...]) -> tuple[float, ...]:
         return tuple(sorted(v))
 
     @property
@@ -413,7 +385,18 @@ AnyDistribution = Annotated[
         custom_error_type="distribution",
         custom_error_message=f"expected {DURATION_HELP}, or a distribution: {FAMILY_HELP}",
     ),
-    BeforeValidator(_bare_to_fixed),
+    BeforeValidator(
+        _bare_to_fixed,
+        json_schema_input_type=float
+        | str
+        | Fixed
+        | Uniform
+        | Triangular
+        | Pert
+        | Lognormal
+        | Normal
+        | Empirical,
+    ),
 ]
 
 _ADAPTER: TypeAdapter[Distribution] = TypeAdapter(AnyDistribution)

@@ -49,6 +49,8 @@ def load_scenario(path: str | Path) -> Scenario:
         data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ScenarioError(source, [Problem("", _yaml_message(exc))]) from None
+    except ValueError as exc:  # PyYAML's constructors raise it for impossible dates (2027-02-30)
+        raise ScenarioError(source, [Problem("", f"not valid YAML: {exc}")]) from None
     return parse_scenario(data, source)
 
 
@@ -66,7 +68,7 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
     try:
         scenario = Scenario.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ScenarioError(source, [_problem(err) for err in exc.errors()]) from None
+        raise ScenarioError(source, [_problem(err, data) for err in exc.errors()]) from None
     problems = check_scenario(scenario)
     if problems:
         raise ScenarioError(source, problems)
@@ -113,35 +115,60 @@ def _yaml_message(exc: yaml.YAMLError) -> str:
     return f"not valid YAML: {exc}"
 
 
-def key_path(loc: tuple[int | str, ...]) -> str:
-    """``('sites', 2, 'pipeline')`` -> ``sites[2].pipeline``; drops the tags of distribution unions.
+def key_path(loc: tuple[int | str, ...], data: Any = None) -> str:
+    """``('sites', 2, 'pipeline')`` -> ``sites[2].pipeline``.
+
+    Drops the tags pydantic adds for distribution families, and the implicit ``fixed`` of a bare
+    duration when ``data`` (the raw document) shows the user wrote no ``fixed:`` key.
 
     >>> key_path(("pipelines", "p", "stages", "a", "duration", "triangular", "triangular"))
     'pipelines.p.stages.a.duration.triangular'
+    >>> raw = {"stages": {"a": {"duration": "12 mnths"}}}
+    >>> key_path(("stages", "a", "duration", "fixed", "fixed"), raw)
+    'stages.a.duration'
     """
     parts: list[str] = []
-    previous: int | str | None = None
-    for item in loc:
-        if item == previous and item in FAMILIES:
+    node = data
+    for i, item in enumerate(loc):
+        if i > 0 and item == loc[i - 1] and item in FAMILIES:
             continue
+        if item == "fixed" and data is not None and not isinstance(node, dict):
+            break  # a bare duration: pydantic's implicit {fixed: ...}
         parts.append(f"[{item}]" if isinstance(item, int) else f".{item}")
-        previous = item
+        node = _child(node, item)
     return "".join(parts).lstrip(".")
 
 
-def _problem(err: Any) -> Problem:
+def _child(node: Any, item: int | str) -> Any:
+    if isinstance(node, dict):
+        return node.get(item)
+    if isinstance(node, list) and isinstance(item, int) and item < len(node):
+        return node[item]
+    return None
+
+
+def _problem(err: Any, data: Any) -> Problem:
     loc = tuple(err["loc"])
     kind, message = err["type"], err["msg"].removeprefix("Value error, ")
+    if "[key]" in loc:
+        where = loc[: loc.index("[key]") - 1]  # the mapping that holds the bad key
+        return Problem(
+            key_path(where, data),
+            f"keys must be text; YAML read {err['input']!r} as a {type(err['input']).__name__} "
+            "(write it in quotes)",
+        )
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
         message = (
             did_you_mean(str(loc[-1]), allowed, "key") if allowed else f"unknown key {loc[-1]!r}"
         )
     elif kind == "missing":
-        return Problem(key_path(loc[:-1]) or "(top level)", f"missing required key {loc[-1]!r}")
+        return Problem(
+            key_path(loc[:-1], data) or "(top level)", f"missing required key {loc[-1]!r}"
+        )
     elif kind not in ("value_error", "distribution"):
         message = f"{message}; got {err['input']!r}"
-    return Problem(key_path(loc), message)
+    return Problem(key_path(loc, data), message)
 
 
 def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:

@@ -232,8 +232,9 @@ class _Replication:
                 assert place is not None
                 state = "waiting for resource"
                 why = (
-                    f"{name}: wants {amount:g}, {place.in_use:g} of {place.capacity:g} in use, "
-                    f"{place.position - 1} request(s) for {place.amount_ahead:g} ahead of it"
+                    f"{name}: wants {amount:g}, {pool.capacity - place.available:g} of "
+                    f"{pool.capacity:g} in use, {place.position - 1} request(s) for "
+                    f"{place.amount_ahead:g} ahead of it"
                 )
             else:
                 unfinished = [

@@ -1,10 +1,13 @@
-"""Shared capacities that stages hold while they run, granted first come first served within a
-priority.
+"""Capacities that stages wait for, granted first come first served within a priority.
 
-A :class:`ResourcePool` keeps its waiting requests in a heap keyed by (priority, arrival), so a
-request costs O(log n) and nothing re-sorts or scans the queue. The head of the queue is served
-strictly first: a large request at the head is not overtaken by smaller ones behind it, so it cannot
-starve.
+A :class:`Supply` is consumed: what is granted never comes back, and it grows only by
+:meth:`Supply.add` (a grid region's yearly energisation budget, a site's powered MW). A
+:class:`ResourcePool` is a supply whose grants are returned by :meth:`ResourcePool.release` (a
+permitting office's review slots, construction crews).
+
+Waiting requests sit in a heap keyed by (priority, arrival), so a request costs O(log n) and nothing
+re-sorts or scans the queue. The head of the queue is served strictly first: a large request at the
+head is not overtaken by smaller ones behind it, so it cannot starve.
 
 >>> granted = []
 >>> pool = ResourcePool("crews", capacity=2)
@@ -14,63 +17,95 @@ starve.
 >>> pool.release(0)
 >>> granted
 [0, 2, 1]
+>>> budget = Supply("ercot", available=300)
+>>> for site in range(3):
+...     budget.request(site, 200, priority=0, on_grant=granted.append)
+>>> budget.add(300)   # next year's budget: both waiting requests fit
+>>> granted[3:]
+[0, 1, 2]
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from itertools import count
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 _EPS = 1e-9
 
 
 class Waiting(NamedTuple):
-    """Why a request is not granted yet."""
+    """Where a request stands in a queue."""
 
     position: int  # 1 = next in line
     amount_ahead: float  # units requested by those ahead of it
-    in_use: float
-    capacity: float
+    available: float  # units free now
 
 
-class ResourcePool:
-    """``capacity`` interchangeable units; a task holds its ``amount`` from grant to release."""
+class Supply:
+    """A stock of units, consumed by the requests it grants and grown by :meth:`add`."""
 
-    def __init__(self, name: str, capacity: float) -> None:
+    def __init__(self, name: str, available: float = 0.0) -> None:
         self.name = name
-        self.capacity = capacity
-        self.available = capacity
-        self.holders: dict[int, float] = {}
-        self._queue: list[tuple[int, int, int, float, Callable[[int], None]]] = []
+        self.available = available
+        self.granted = 0.0
+        self._queue: list[tuple[Any, int, Hashable, float, Callable[[Any], None]]] = []
         self._arrival = count()
 
     def request(
-        self, task: int, amount: float, priority: int, on_grant: Callable[[int], None]
+        self, key: Hashable, amount: float, priority: Any, on_grant: Callable[[Any], None]
     ) -> None:
-        """Queue ``task`` for ``amount`` units; ``on_grant(task)`` is called once they are its."""
-        heapq.heappush(self._queue, (priority, next(self._arrival), task, amount, on_grant))
+        """Queue ``key`` for ``amount`` units; ``on_grant(key)`` is called once they are its.
+
+        ``priority`` is any comparable value; lower is served first, ties by arrival.
+        """
+        heapq.heappush(self._queue, (priority, next(self._arrival), key, amount, on_grant))
         self._dispatch()
 
-    def release(self, task: int) -> None:
-        """Give back everything ``task`` holds and serve whoever is next."""
-        self.available += self.holders.pop(task)
+    def add(self, amount: float) -> None:
+        """Add ``amount`` units to the stock and serve whoever now fits."""
+        self.available += amount
         self._dispatch()
+
+    def _grant(self, key: Hashable, amount: float) -> None:
+        self.available -= amount
+        self.granted += amount
 
     def _dispatch(self) -> None:
         queue = self._queue
         while queue and queue[0][3] <= self.available + _EPS:
-            _, _, task, amount, on_grant = heapq.heappop(queue)
-            self.available -= amount
-            self.holders[task] = amount
-            on_grant(task)
+            _, _, key, amount, on_grant = heapq.heappop(queue)
+            self._grant(key, amount)
+            on_grant(key)
 
-    def waiting(self, task: int) -> Waiting | None:
-        """Where ``task`` stands in the queue, or None if it is not waiting here."""
-        ordered = sorted(self._queue)
-        for position, (_, _, waiter, _, _) in enumerate(ordered, start=1):
-            if waiter == task:
-                ahead = sum(entry[3] for entry in ordered[: position - 1])
-                return Waiting(position, ahead, self.capacity - self.available, self.capacity)
+    @property
+    def backlog(self) -> float:
+        """Units requested and not yet granted."""
+        return sum(entry[3] for entry in self._queue)
+
+    def waiting(self, key: Hashable) -> Waiting | None:
+        """Where ``key`` stands in the queue, or None if it is not waiting here."""
+        ordered = sorted(self._queue, key=lambda entry: entry[:2])
+        for position, entry in enumerate(ordered, start=1):
+            if entry[2] == key:
+                ahead = sum(e[3] for e in ordered[: position - 1])
+                return Waiting(position, ahead, self.available)
         return None
+
+
+class ResourcePool(Supply):
+    """``capacity`` interchangeable units; a request holds its units from grant to release."""
+
+    def __init__(self, name: str, capacity: float) -> None:
+        super().__init__(name, capacity)
+        self.capacity = capacity
+        self.holders: dict[Hashable, float] = {}
+
+    def _grant(self, key: Hashable, amount: float) -> None:
+        super()._grant(key, amount)
+        self.holders[key] = amount
+
+    def release(self, key: Hashable) -> None:
+        """Give back everything ``key`` holds and serve whoever is next."""
+        self.add(self.holders.pop(key))

@@ -24,15 +24,17 @@ from capsim.units import DAYS_PER
 def to_dates(run: Run, times: np.ndarray | pd.Series) -> pd.Series:
     """Calendar dates (day resolution) of model times; NaN becomes NaT."""
     scenario = run.model.scenario
-    days = pd.to_timedelta(np.asarray(times, dtype=float) * DAYS_PER[scenario.time_unit], unit="D")
-    return pd.Series(pd.Timestamp(scenario.start) + days).dt.floor("D")
+    days = np.asarray(times, dtype=float) * DAYS_PER[scenario.time_unit]
+    # a hair over, so a date converted to model time and back is not floored to the day before
+    offsets = pd.to_timedelta(days + 1e-6, unit="D")
+    return pd.Series(pd.Timestamp(scenario.start) + offsets).dt.floor("D")
 
 
 def stage_table(run: Run) -> pd.DataFrame:
     """One row per site x stage: when it became ready, started (resources granted) and finished.
 
-    ``wait`` is start - ready (time spent queueing for resources); ``status`` is ``done``,
-    ``running`` or ``waiting`` at the horizon.
+    ``wait`` is start - ready (time spent queueing for resources, up to the horizon for a stage
+    still waiting); ``status`` is ``done``, ``running`` or ``waiting`` at the horizon.
     """
     tasks = run.model.tasks
     sites = run.model.scenario.sites
@@ -46,7 +48,8 @@ def stage_table(run: Run) -> pd.DataFrame:
             "finish": run.finish,
         }
     )
-    df["wait"] = df["start"] - df["ready"]
+    # time spent waiting for resources; a stage still waiting at the horizon counts up to it
+    df["wait"] = df["start"].fillna(run.model.scenario.horizon) - df["ready"]
     df["duration"] = df["finish"] - df["start"]
     df["status"] = np.select(
         [df["finish"].notna(), df["start"].notna()], ["done", "running"], default="waiting"
@@ -63,7 +66,7 @@ def site_table(run: Run) -> pd.DataFrame:
         run.finish[list(tasks)].max() if not np.isnan(run.finish[list(tasks)]).any() else np.nan
         for tasks in run.model.site_tasks
     ]
-    waits = [np.nansum(run.start[list(t)] - run.ready[list(t)]) for t in run.model.site_tasks]
+    waits = stage_table(run).groupby("site", sort=False)["wait"].sum()
     df = pd.DataFrame(
         {
             "site": [s.name for s in scenario.sites],
@@ -72,7 +75,7 @@ def site_table(run: Run) -> pd.DataFrame:
             "mw": [s.mw for s in scenario.sites],
             "start": [s.start for s in scenario.sites],
             "online": online,
-            "total_wait": waits,
+            "total_wait": [waits.get(s.name, 0.0) for s in scenario.sites],
         }
     )
     df["start_date"] = to_dates(run, df["start"])

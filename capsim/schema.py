@@ -28,14 +28,11 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     ValidationInfo,
+    field_validator,
 )
 
 from capsim.distributions import AnyDistribution
-from capsim.units import TimeUnit, from_date, to_time_unit
-
-
-def _duration(value: Any, info: ValidationInfo) -> float:
-    return to_time_unit(value, (info.context or {}).get("time_unit", "days"))
+from capsim.units import Duration, TimeUnit, duration_value, from_date
 
 
 def _start_offset(value: Any, info: ValidationInfo) -> Any:
@@ -52,11 +49,8 @@ def _start_offset(value: Any, info: ValidationInfo) -> Any:
         if value < context["start"]:
             raise ValueError(f"{value} is before the scenario's start ({context['start']})")
         return from_date(context["start"], value, context.get("time_unit", "days"))
-    return _duration(value, info)
+    return duration_value(value, info)
 
-
-Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
-"""A non-negative duration in the scenario's time unit (a number, or a string like "18 months")."""
 
 Name = Annotated[str, Field(min_length=1, pattern=r"^\S(.*\S)?$")]
 
@@ -107,7 +101,9 @@ class Site(_Model):
     mw: PositiveFloat = Field(
         description="Facility power in MW, online when the pipeline finishes."
     )
-    start: Annotated[float, BeforeValidator(_start_offset), Field(ge=0)] = Field(
+    start: Annotated[
+        float, BeforeValidator(_start_offset, json_schema_input_type=dt.date | float | str)
+    ] = Field(
         default=0.0, description="Earliest start: a date, or a duration after the scenario start."
     )
     priority: int = Field(default=0, description="Lower numbers are served first for resources.")
@@ -132,6 +128,14 @@ class Scenario(_Model):
     description: str | None = None
     start: dt.date = Field(description="Calendar date of model time 0.")
     horizon: Duration = Field(description="How long to simulate, e.g. '12 years'.")
+
+    @field_validator("horizon")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("the horizon must be longer than 0")
+        return v
+
     seed: NonNegativeInt = Field(default=0, description="Root seed of the random streams.")
     time_unit: TimeUnit = Field(
         default="days", description="Unit of bare numbers and of model time."

@@ -18,7 +18,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from typing import Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, ValidationInfo
 
 TimeUnit = Literal["days", "weeks", "months", "years"]
 
@@ -74,3 +76,22 @@ def to_date(start: dt.date, t: float, unit: str) -> dt.date:
 def from_date(start: dt.date, date: dt.date, unit: str) -> float:
     """Model time of a calendar ``date`` relative to ``start``, in ``unit``."""
     return (date - start).days / DAYS_PER[unit]
+
+
+def time_value(value: Any, info: ValidationInfo) -> float:
+    """Pydantic validator: convert a duration into ``info.context["time_unit"]`` (default days)."""
+    return to_time_unit(value, (info.context or {}).get("time_unit", "days"))
+
+
+def duration_value(value: Any, info: ValidationInfo) -> float:
+    converted = time_value(value, info)
+    if converted < 0:
+        raise ValueError(f"a duration cannot be negative; got {value!r}")
+    return converted
+
+
+TimeValue = Annotated[float, BeforeValidator(time_value, json_schema_input_type=float | str)]
+"""A time in the scenario's unit, written as a number or a string such as ``"18 months"``."""
+
+Duration = Annotated[float, BeforeValidator(duration_value, json_schema_input_type=float | str)]
+"""A non-negative :data:`TimeValue`."""

@@ -248,3 +248,17 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
     result = capsim(command, "--help")
     assert result.returncode == 0
     assert "Example" in result.stdout and f"capsim {command}" in result.stdout
+
+
+def test_impossible_calendar_date_is_a_clear_error(tmp_path: Path) -> None:
+    text = yaml.safe_dump(BASE, sort_keys=False).replace("'2026-01-01'", "2026-02-30")
+    result = capsim("run", str(write(tmp_path, text)), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "day is out of range" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unquoted_boolean_key_is_explained(tmp_path: Path) -> None:
+    text = yaml.safe_dump(BASE, sort_keys=False).replace("office:", "no:", 1)
+    result = capsim("validate", str(write(tmp_path, text)))
+    assert result.returncode == 2
+    assert "resources: keys must be text" in result.stderr

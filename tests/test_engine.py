@@ -481,3 +481,25 @@ def test_streams_look_independent() -> None:
     u = np.array([replication_rng(77, i).random() for i in range(2000)])
     assert abs(u.mean() - 0.5) < 4 * math.sqrt(1 / 12 / 2000)
     assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 4 / math.sqrt(2000)
+
+
+def test_dates_round_trip_in_coarse_time_units() -> None:
+    """A site start given as a date shows that same date, whatever the time unit."""
+    import datetime as dt
+
+    from capsim.loader import parse_scenario
+    from capsim.results import site_table
+
+    for unit in ("weeks", "months", "years"):
+        for day in range(0, 400, 7):
+            date = dt.date(2026, 1, 1) + dt.timedelta(days=day)
+            scenario = parse_scenario(
+                {
+                    "name": "t", "start": "2026-01-01", "horizon": "3 years", "time_unit": unit,
+                    "pipelines": {"p": {"stages": {"a": {"duration": 0}}}},
+                    "sites": [{"name": "s", "org": "o", "pipeline": "p", "mw": 1, "start": date}],
+                }
+            )  # fmt: skip
+            model = Model(scenario)
+            table = site_table(model.run(model.mean_durations()))
+            assert table["start_date"].iloc[0].date() == date, (unit, date)

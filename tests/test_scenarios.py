@@ -46,3 +46,26 @@ def test_readme_example_scenario_runs() -> None:
         scenario = parse_scenario(yaml.safe_load(block), "README.md")
         model = Model(scenario)
         assert model.run(model.draw(replication_rng(0))).finished
+
+
+def _json_ready(node):
+    """YAML gives dates and non-string keys; JSON Schema sees what an editor would: text."""
+    if isinstance(node, dict):
+        return {str(k): _json_ready(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_json_ready(v) for v in node]
+    return node.isoformat() if hasattr(node, "isoformat") else node
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)
+def test_scenario_files_pass_the_published_json_schema(path: Path) -> None:
+    """What `capsim schema` prints must accept every file capsim accepts (editors use it)."""
+    import jsonschema
+
+    from capsim.schema import Scenario
+
+    validator = jsonschema.Draft202012Validator(Scenario.model_json_schema())
+    errors = [
+        e.message for e in validator.iter_errors(_json_ready(yaml.safe_load(path.read_text())))
+    ]
+    assert errors == []
