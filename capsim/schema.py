@@ -16,50 +16,16 @@ and its ``sites`` (each following one pipeline). Durations are converted to the 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    NonNegativeInt,
-    PositiveFloat,
-    ValidationInfo,
-    field_validator,
-)
+from pydantic import Field, NonNegativeInt, PositiveFloat, field_validator
 
 from capsim.distributions import AnyDistribution
-from capsim.units import Duration, TimeUnit, duration_value, from_date
+from capsim.fields import Name, SchemaModel
+from capsim.units import Duration, Moment, TimeUnit
 
 
-def _start_offset(value: Any, info: ValidationInfo) -> Any:
-    """A site's earliest start: a calendar date, or a duration after the scenario start."""
-    context = info.context or {}
-    if isinstance(value, dt.datetime):
-        value = value.date()
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            value = dt.date.fromisoformat(value)
-    if isinstance(value, dt.date):
-        if context.get("start") is None:
-            raise ValueError("a start date needs the scenario's own 'start' date")
-        if value < context["start"]:
-            raise ValueError(f"{value} is before the scenario's start ({context['start']})")
-        return from_date(context["start"], value, context.get("time_unit", "days"))
-    return duration_value(value, info)
-
-
-Name = Annotated[str, Field(min_length=1, pattern=r"^\S(.*\S)?$")]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class Stage(_Model):
+class Stage(SchemaModel):
     """One step of a pipeline: how long it takes, what must finish first, what it holds."""
 
     duration: AnyDistribution = Field(description="A duration or a distribution of durations.")
@@ -70,14 +36,14 @@ class Stage(_Model):
     description: str | None = None
 
 
-class Pipeline(_Model):
+class Pipeline(SchemaModel):
     """A template of stages; every site following it gets its own copy."""
 
     stages: dict[Name, Stage] = Field(min_length=1, description="Stages by name, in any order.")
     description: str | None = None
 
 
-class Resource(_Model):
+class Resource(SchemaModel):
     """A shared capacity (permitting office, construction crews) granted first come first served
     within a priority."""
 
@@ -85,14 +51,14 @@ class Resource(_Model):
     description: str | None = None
 
 
-class StageOverride(_Model):
+class StageOverride(SchemaModel):
     """A site's own duration or needs for one stage of its pipeline."""
 
     duration: AnyDistribution | None = None
     needs: dict[Name, PositiveFloat] | None = None
 
 
-class Site(_Model):
+class Site(SchemaModel):
     """A data-center campus: who builds it, how (its pipeline) and how big it is."""
 
     name: Name
@@ -101,15 +67,20 @@ class Site(_Model):
     mw: PositiveFloat = Field(
         description="Facility power in MW, online when the pipeline finishes."
     )
-    start: Annotated[
-        float, BeforeValidator(_start_offset, json_schema_input_type=dt.date | float | str)
-    ] = Field(
+    start: Moment = Field(
         default=0.0, description="Earliest start: a date, or a duration after the scenario start."
     )
     priority: int = Field(default=0, description="Lower numbers are served first for resources.")
     overrides: dict[Name, StageOverride] = Field(
         default_factory=dict, description="Per-stage duration or needs for this site only."
     )
+
+    @field_validator("start")
+    @classmethod
+    def _not_before_scenario(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("a site cannot start before the scenario's start")
+        return v
 
     def stage(self, pipeline: Pipeline, name: str) -> Stage:
         """The stage ``name`` of ``pipeline`` with this site's overrides applied."""
@@ -121,7 +92,7 @@ class Site(_Model):
         return base.model_copy(update={k: v for k, v in changes.items() if v is not None})
 
 
-class Scenario(_Model):
+class Scenario(SchemaModel):
     """A whole world: shared resources, pipeline templates and sites, over a horizon."""
 
     name: Name

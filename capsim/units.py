@@ -15,6 +15,7 @@ datetime.date(2026, 2, 1)
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import re
@@ -95,3 +96,25 @@ TimeValue = Annotated[float, BeforeValidator(time_value, json_schema_input_type=
 
 Duration = Annotated[float, BeforeValidator(duration_value, json_schema_input_type=float | str)]
 """A non-negative :data:`TimeValue`."""
+
+
+def moment_value(value: Any, info: ValidationInfo) -> float:
+    """Pydantic validator: a point in time, written as a calendar date or as a duration after the
+    scenario's start (``info.context["start"]``), as model time (negative before the start)."""
+    context = info.context or {}
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = dt.date.fromisoformat(value)
+    if isinstance(value, dt.date):
+        if context.get("start") is None:
+            raise ValueError("a date needs the scenario's own 'start' date")
+        return from_date(context["start"], value, context.get("time_unit", "days"))
+    return duration_value(value, info)
+
+
+Moment = Annotated[
+    float, BeforeValidator(moment_value, json_schema_input_type=dt.date | float | str)
+]
+"""A point in model time: a date (``2027-06-01``) or a duration after the start (``18 months``)."""
