@@ -19,8 +19,7 @@ from typing import NamedTuple
 
 import networkx as nx
 
-from capsim.errors import Problem, did_you_mean
-from capsim.schema import Pipeline, Scenario
+from capsim.schema import Pipeline
 
 _TOLERANCE = 1e-9
 
@@ -30,7 +29,7 @@ def pipeline_graph(pipeline: Pipeline) -> nx.DiGraph:
 
     Node attributes: ``order`` (position in the file, used to break ties deterministically) and
     ``stage`` (the :class:`~capsim.schema.Stage`). Unknown ``after`` names are left out here; see
-    :func:`check_scenario`.
+    :func:`capsim.checks.check_scenario`.
     """
     graph = nx.DiGraph()
     for order, (name, stage) in enumerate(pipeline.stages.items()):
@@ -109,94 +108,3 @@ def critical_chain(graph: nx.DiGraph, rows: list[CpmRow]) -> list[str]:
             None,
         )
     return chain
-
-
-def check_scenario(scenario: Scenario) -> list[Problem]:
-    """Every cross-reference problem in a schema-valid scenario, with its key path."""
-    problems: list[Problem] = []
-    for pname, pipeline in scenario.pipelines.items():
-        base = f"pipelines.{pname}.stages"
-        for sname, stage in pipeline.stages.items():
-            for i, before in enumerate(stage.after):
-                if before == sname:
-                    problems.append(
-                        Problem(f"{base}.{sname}.after[{i}]", "a stage cannot come after itself")
-                    )
-                elif before not in pipeline.stages:
-                    problems.append(
-                        Problem(
-                            f"{base}.{sname}.after[{i}]",
-                            did_you_mean(before, pipeline.stages, "stage"),
-                        )
-                    )
-            problems += _check_needs(scenario, stage.needs, f"{base}.{sname}.needs")
-        graph = pipeline_graph(pipeline)
-        graph.remove_edges_from(list(nx.selfloop_edges(graph)))
-        try:
-            cycle = nx.find_cycle(graph)
-        except nx.NetworkXNoCycle:
-            continue
-        loop = " -> ".join([a for a, _ in cycle] + [cycle[0][0]])
-        problems.append(
-            Problem(base, f"the stages form a cycle: {loop}; 'after' must not loop back")
-        )
-    seen: dict[str, int] = {}
-    for i, site in enumerate(scenario.sites):
-        path = f"sites[{i}]"
-        if site.name in seen:
-            problems.append(
-                Problem(
-                    f"{path}.name",
-                    f"duplicate site name {site.name!r} (also sites[{seen[site.name]}])",
-                )
-            )
-        seen.setdefault(site.name, i)
-        if site.start > scenario.horizon:
-            problems.append(
-                Problem(
-                    f"{path}.start",
-                    f"starts at {site.start:g} {scenario.time_unit}, after the horizon "
-                    f"({scenario.horizon:g} {scenario.time_unit})",
-                )
-            )
-        pipeline = scenario.pipelines.get(site.pipeline)
-        if pipeline is None:
-            problems.append(
-                Problem(
-                    f"{path}.pipeline", did_you_mean(site.pipeline, scenario.pipelines, "pipeline")
-                )
-            )
-            continue
-        for sname, override in site.overrides.items():
-            if sname not in pipeline.stages:
-                problems.append(
-                    Problem(
-                        f"{path}.overrides.{sname}", did_you_mean(sname, pipeline.stages, "stage")
-                    )
-                )
-            elif override.needs is not None:
-                problems += _check_needs(
-                    scenario, override.needs, f"{path}.overrides.{sname}.needs"
-                )
-    return problems
-
-
-def _check_needs(scenario: Scenario, needs: Mapping[str, float], path: str) -> list[Problem]:
-    problems = []
-    for resource, amount in needs.items():
-        if resource not in scenario.resources:
-            problems.append(
-                Problem(
-                    f"{path}.{resource}", did_you_mean(resource, scenario.resources, "resource")
-                )
-            )
-        elif amount > scenario.resources[resource].capacity:
-            capacity = scenario.resources[resource].capacity
-            problems.append(
-                Problem(
-                    f"{path}.{resource}",
-                    f"needs {amount:g} but resource {resource!r} has capacity "
-                    f"{capacity:g}; it could never be granted",
-                )
-            )
-    return problems

@@ -18,9 +18,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from capsim.checks import check_scenario
 from capsim.distributions import FAMILIES
 from capsim.errors import Problem, ScenarioError, did_you_mean
-from capsim.graph import check_scenario
 from capsim.schema import Scenario
 
 DEFAULT_SCENARIO = "greenfield-campus.yaml"

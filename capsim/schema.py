@@ -17,23 +17,78 @@ and its ``sites`` (each following one pipeline). Durations are converted to the 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, field_validator
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from capsim.distributions import AnyDistribution
-from capsim.fields import Name, SchemaModel
+from capsim.fields import Name, Probability, SchemaModel
 from capsim.units import Duration, Moment, TimeUnit
+from capsim.world import (
+    Costs,
+    Generation,
+    GridRegion,
+    Hbm,
+    Jurisdiction,
+    Milestone,
+    OfftakeAgreement,
+    Org,
+    Risk,
+    SiteGpus,
+    Strategy,
+)
+
+StageKind = Literal["task", "permit", "grid", "power", "construction", "gpus"]
+KINDS_HELP = {
+    "task": "runs for its duration (the default)",
+    "permit": "a review by the site's jurisdiction, which may refuse",
+    "grid": "a connection request in the site's grid region: study, MW budget, build",
+    "power": "on-site power (e.g. gas turbines); with grid stages, gates the site's MW",
+    "construction": "builds the site's MW in phases, each online once the site has power",
+    "gpus": "orders HBM and installs GPUs in tranches, each online once delivered and powered",
+}
 
 
 class Stage(SchemaModel):
     """One step of a pipeline: how long it takes, what must finish first, what it holds."""
 
-    duration: AnyDistribution = Field(description="A duration or a distribution of durations.")
+    kind: StageKind = Field(default="task", description="What the stage models; see docs/model.md.")
+    duration: AnyDistribution | None = Field(
+        default=None,
+        description="A duration or a distribution. Permit and grid stages default to their "
+        "jurisdiction's review and region's study; gpus stages: delivery time of each tranche.",
+    )
     after: list[Name] = Field(default_factory=list, description="Stages that must finish first.")
     needs: dict[Name, PositiveFloat] = Field(
         default_factory=dict, description="Units of shared resources held while the stage runs."
     )
+    phases: PositiveInt = Field(
+        default=1, description="Construction only: equal phases, each bringing its MW online."
+    )
+    reference_mw: PositiveFloat | None = Field(
+        default=None,
+        description="Construction only: the duration is for this many MW and scales with "
+        "(site MW / reference_mw) ** mw_exponent.",
+    )
+    mw_exponent: float = Field(default=0.0, ge=0, le=2)
+    capex_per_mw: NonNegativeFloat | None = Field(
+        default=None, description="Power stages: USD per MW of on-site generation."
+    )
     description: str | None = None
+
+    @model_validator(mode="after")
+    def _duration_given(self) -> Stage:
+        if self.duration is None and self.kind not in ("permit", "grid"):
+            raise ValueError(f"a {self.kind} stage needs a duration")
+        return self
 
 
 class Pipeline(SchemaModel):
@@ -73,6 +128,12 @@ class Site(SchemaModel):
     priority: int = Field(default=0, description="Lower numbers are served first for resources.")
     overrides: dict[Name, StageOverride] = Field(
         default_factory=dict, description="Per-stage duration or needs for this site only."
+    )
+    region: Name | None = Field(default=None, description="Grid region (grid stages, energy).")
+    jurisdiction: Name | None = Field(default=None, description="Permitting jurisdiction.")
+    gpus: SiteGpus | None = Field(default=None, description="GPUs installed by its gpus stage.")
+    capex_per_mw: NonNegativeFloat | None = Field(
+        default=None, description="USD per MW of facility; default costs.capex_per_mw."
     )
 
     @field_validator("start")
@@ -114,3 +175,36 @@ class Scenario(SchemaModel):
     resources: dict[Name, Resource] = Field(default_factory=dict)
     pipelines: dict[Name, Pipeline] = Field(min_length=1)
     sites: list[Site] = Field(min_length=1)
+    orgs: dict[Name, Org] = Field(
+        default_factory=dict, description="Organisations; if given, every org named must be here."
+    )
+    generations: dict[Name, Generation] = Field(default_factory=dict)
+    hbm: Hbm | None = None
+    grid_regions: dict[Name, GridRegion] = Field(default_factory=dict)
+    jurisdictions: dict[Name, Jurisdiction] = Field(default_factory=dict)
+    flags: dict[Name, Probability] = Field(
+        default_factory=dict,
+        description="Regulation flags: the probability each is raised in a replication.",
+    )
+    risks: dict[Name, Risk] = Field(default_factory=dict, description="The risk register.")
+    leases: dict[Name, OfftakeAgreement] = Field(default_factory=dict)
+    strategies: dict[Name, Strategy] = Field(default_factory=dict)
+    perspective: Name | None = Field(
+        default=None, description="The org whose capacity and milestones are reported."
+    )
+    milestones: list[Milestone] = Field(
+        default_factory=lambda: [Milestone(mw=1000), Milestone(mw=5000)]
+    )
+    costs: Costs = Field(default_factory=Costs)
+
+    def org(self, name: str) -> Org:
+        """The org called ``name`` (a default tier-1 org if the scenario lists none)."""
+        return self.orgs.get(name) or Org()
+
+    @property
+    def lab(self) -> str | None:
+        """The perspective org: ``perspective``, else the only org of kind lab."""
+        if self.perspective is not None:
+            return self.perspective
+        labs = [name for name, org in self.orgs.items() if org.kind == "lab"]
+        return labs[0] if len(labs) == 1 else None
