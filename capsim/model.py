@@ -1,10 +1,13 @@
-"""The SimPy model: every site x stage of a scenario as one task in one discrete-event run.
+"""The compiled model: a scenario (and one of its strategies) turned into flat task and slot tables
+that every replication reuses.
 
-A task becomes *ready* when its last predecessor finishes (a counted join, not ``all_of``), then
-asks for its resources one at a time in name order (a global order, so holding one while waiting
-for the next cannot deadlock), *starts* when the last is granted, and *finishes* one SimPy timeout
-later. That is one SimPy event per task plus one per site start: the event count per site is
-small and fixed. All of a replication's durations are drawn before the run in one numpy call.
+Every random quantity of the whole world (each stage's duration, a permit's refusal, a tranche's
+delivery time, a risk's occurrence, a flag, an energy-price factor, a lease's negotiation) has a
+fixed *slot*. One replication draws one uniform per slot in a single numpy call and maps each
+distribution's slots through its inverse CDF at once. Slots are laid out over every site and
+agreement in the file, whatever the strategy, so replication ``i`` of two strategies shares the
+draws of the world they share (common random numbers). The first ``len(tasks)`` slots are the
+stages' own durations, in task order.
 
 >>> from capsim.loader import load_scenario, default_scenario_path
 >>> model = Model(load_scenario(default_scenario_path()))
@@ -15,17 +18,28 @@ True
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import NamedTuple
+import datetime as dt
+from dataclasses import dataclass, field
 
 import numpy as np
-import simpy
 
-from capsim.distributions import Distribution
+from capsim.distributions import Distribution, Lognormal
+from capsim.engine import Blockage, Run, StageRecord, WorldEvent, simulate
+from capsim.errors import CapsimError, did_you_mean
 from capsim.graph import pipeline_graph, stage_order
-from capsim.resources import ResourcePool
-from capsim.schema import Scenario
+from capsim.schema import Scenario, Site, Stage
+from capsim.units import from_date
+
+__all__ = [
+    "Blockage",
+    "Model",
+    "Run",
+    "SiteInfo",
+    "StageRecord",
+    "Task",
+    "WorldEvent",
+    "replication_rng",
+]
 
 
 def replication_rng(seed: int, replication: int = 0) -> np.random.Generator:
@@ -37,47 +51,86 @@ def replication_rng(seed: int, replication: int = 0) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(replication,)))
 
 
-class StageRecord(NamedTuple):
-    """One line of the event log: when a site's stage became ready, started and finished.
-
-    Times are model time; ``nan`` means it had not happened by the horizon.
-    """
-
-    site: str
-    stage: str
-    ready: float
-    start: float
-    finish: float
-
-
-class Blockage(NamedTuple):
-    """A task that had not finished at the horizon, and what it was waiting for."""
-
-    site: str
-    stage: str
-    state: str  # "running", "waiting for resource" or "waiting for predecessors"
-    waiting_on: str
-
-
 @dataclass(frozen=True)
 class Task:
-    """A site x stage, compiled: its predecessors, successors and the resources it holds."""
+    """A site x stage, compiled: its graph neighbours, resources, kind and random slots."""
 
     site: int
     stage: str
+    kind: str
+    spec: Stage
     predecessors: tuple[int, ...]
     successors: tuple[int, ...]
     needs: tuple[tuple[str, float], ...]  # in resource-name order
+    slot: int  # its duration
+    extra_slots: tuple[int, ...]  # kind-specific draws (refusal, build time, tranche deliveries)
+    risks: tuple[int, ...]  # risks that may strike when it becomes ready
+
+
+@dataclass
+class SiteInfo:
+    """A site, compiled."""
+
+    index: int
+    spec: Site
+    active: bool
+    tasks: range
+    power_tasks: tuple[int, ...] = ()
+    has_construction: bool = False
+    tranches: tuple[int | None, ...] = ()  # GPUs per tranche; None = as many as its MW powers
+    start_risks: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RiskInfo:
+    name: str
+    sites: tuple[int, ...]
+    occurrence: dict[int, int]  # site -> slot of its occurrence uniform
+    effect: dict[int, int]  # site -> slot of its delay or pause duration
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    name: str
+    active: bool
+    negotiation_slot: int
+    customer: str
+
+
+@dataclass
+class _Slots:
+    """The slot table under construction: a distribution (None = a raw uniform) and a scale."""
+
+    dists: list[Distribution | None] = field(default_factory=list)
+    scale: list[float] = field(default_factory=list)
+
+    def add(self, dist: Distribution | None, scale: float = 1.0) -> int:
+        self.dists.append(dist)
+        self.scale.append(scale)
+        return len(self.dists) - 1
 
 
 class Model:
-    """A scenario compiled once into flat task arrays; :meth:`run` simulates one replication."""
+    """A scenario compiled once; :meth:`draw` and :meth:`run` simulate one replication.
 
-    def __init__(self, scenario: Scenario) -> None:
+    ``strategy`` selects which optional sites and agreements (those named by any strategy) are
+    pursued; sites and agreements no strategy names are always part of the world.
+    """
+
+    def __init__(self, scenario: Scenario, strategy: str | None = None) -> None:
+        if strategy is not None and strategy not in scenario.strategies:
+            raise CapsimError(did_you_mean(strategy, scenario.strategies, "strategy"))
         self.scenario = scenario
+        self.strategy = strategy
+        optional_sites = {n for s in scenario.strategies.values() for n in s.sites}
+        optional_leases = {n for s in scenario.strategies.values() for n in s.leases}
+        chosen = scenario.strategies[strategy] if strategy else None
+        chosen_sites = set(chosen.sites) if chosen else set()
+        chosen_leases = set(chosen.leases) if chosen else set()
+
+        slots = _Slots()
         self.tasks: list[Task] = []
-        self.site_tasks: list[range] = []
-        draws: dict[Distribution, list[int]] = {}
+        self.sites: list[SiteInfo] = []
         for s, site in enumerate(scenario.sites):
             pipeline = scenario.pipelines[site.pipeline]
             graph = pipeline_graph(pipeline)
@@ -90,157 +143,146 @@ class Model:
                     Task(
                         site=s,
                         stage=name,
+                        kind=stage.kind,
+                        spec=stage,
                         predecessors=tuple(sorted(index[p] for p in graph.predecessors(name))),
                         successors=tuple(sorted(index[n] for n in graph.successors(name))),
                         needs=tuple(sorted(stage.needs.items())),
+                        slot=slots.add(self._main_duration(site, stage), self._scale(site, stage)),
+                        extra_slots=(),
+                        risks=(),
                     )
                 )
-                draws.setdefault(stage.duration, []).append(index[name])
-            self.site_tasks.append(range(first, len(self.tasks)))
-        self._draws = [(dist, np.array(ids)) for dist, ids in draws.items()]
-        self._pending = np.array([len(t.predecessors) for t in self.tasks])
+            active = site.name in chosen_sites or site.name not in optional_sites
+            self.sites.append(SiteInfo(s, site, active, range(first, len(self.tasks))))
+        # kind-specific slots come after all main durations, so plain scenarios keep slot == task
+        for i, task in enumerate(self.tasks):
+            extra = self._extra_slots(slots, self.sites[task.site].spec, task.spec)
+            self.tasks[i] = _replace(task, extra_slots=extra)
+        for info in self.sites:
+            kinds = [self.tasks[t].kind for t in info.tasks]
+            info.power_tasks = tuple(
+                t for t in info.tasks if self.tasks[t].kind in ("grid", "power")
+            )
+            info.has_construction = "construction" in kinds
+            info.tranches = _tranche_sizes(info.spec)
 
-    def draw(self, rng: np.random.Generator) -> np.ndarray:
-        """Every task's duration for one replication: one uniform per task, then each
-        distribution's inverse CDF over its tasks at once."""
-        uniforms = rng.random(len(self.tasks))
-        durations = np.empty(len(self.tasks))
-        for dist, ids in self._draws:
-            durations[ids] = dist.ppf(uniforms[ids])
-        return durations
+        self.risks: list[RiskInfo] = []
+        by_name = {site.name: s for s, site in enumerate(scenario.sites)}
+        for r, (name, risk) in enumerate(scenario.risks.items()):
+            sites = tuple(by_name[n] for n in risk.sites)
+            occurrence = {s: slots.add(None) for s in sites}
+            duration = risk.effect.delay or risk.effect.pause
+            effect = {s: slots.add(duration) for s in sites} if duration is not None else {}
+            self.risks.append(RiskInfo(name, sites, occurrence, effect))
+            for s in sites:
+                info = self.sites[s]
+                if risk.stage is None:
+                    info.start_risks += (r,)
+                else:
+                    t = next(t for t in info.tasks if self.tasks[t].stage == risk.stage)
+                    self.tasks[t] = _replace(self.tasks[t], risks=(*self.tasks[t].risks, r))
+        self.flag_slots = {name: slots.add(None) for name in scenario.flags}
+        self.energy_slots = {
+            name: slots.add(
+                Lognormal(lognormal={"mu": 0.0, "sigma": region.energy_price.volatility})
+            )
+            for name, region in scenario.grid_regions.items()
+            if region.energy_price is not None
+        }
+        self.leases = [
+            LeaseInfo(
+                name,
+                active=name in chosen_leases or name not in optional_leases,
+                negotiation_slot=slots.add(lease.negotiation),
+                customer=lease.customer or scenario.lab or "",
+            )
+            for name, lease in scenario.leases.items()
+        ]
+        self.year_starts = _year_starts(scenario)
 
-    def mean_durations(self) -> np.ndarray:
-        """Every task's mean duration (for deterministic what-if runs and the critical path)."""
-        durations = np.empty(len(self.tasks))
-        for dist, ids in self._draws:
-            durations[ids] = dist.mean
-        return durations
-
-    def run(self, durations: np.ndarray) -> Run:
-        """Simulate one replication with the given task durations, up to the horizon."""
-        return _Replication(self, durations).run()
-
-
-@dataclass(frozen=True)
-class Run:
-    """The outcome of one replication: the event log as arrays, and what was stuck."""
-
-    model: Model
-    durations: np.ndarray
-    ready: np.ndarray
-    start: np.ndarray
-    finish: np.ndarray
-    blockages: list[Blockage]
+        groups: dict[Distribution, list[int]] = {}
+        for slot, dist in enumerate(slots.dists):
+            if dist is not None:
+                groups.setdefault(dist, []).append(slot)
+        self.n_slots = len(slots.dists)
+        self._groups = [(dist, np.array(ids)) for dist, ids in groups.items()]
+        self._scale = np.array(slots.scale)
+        self.pending = [len(t.predecessors) for t in self.tasks]
+        self.active_tasks = [t for info in self.sites if info.active for t in info.tasks]
 
     @property
-    def finished(self) -> bool:
-        """Whether every stage of every site finished by the horizon."""
-        return not self.blockages
+    def site_tasks(self) -> list[range]:
+        """Each site's task indices."""
+        return [info.tasks for info in self.sites]
 
-    def events(self) -> list[StageRecord]:
-        """The event log: one record per site x stage, in site then stage order."""
-        names = [site.name for site in self.model.scenario.sites]
-        return [
-            StageRecord(
-                names[task.site],
-                task.stage,
-                *(float(a[i]) for a in (self.ready, self.start, self.finish)),
-            )
-            for i, task in enumerate(self.model.tasks)
-        ]
+    def _main_duration(self, site: Site, stage: Stage) -> Distribution:
+        if stage.duration is not None:
+            return stage.duration
+        if stage.kind == "permit":
+            return self.scenario.jurisdictions[site.jurisdiction].review
+        return self.scenario.grid_regions[site.region].study  # grid
+
+    @staticmethod
+    def _scale(site: Site, stage: Stage) -> float:
+        if stage.kind != "construction" or stage.reference_mw is None:
+            return 1.0
+        return (site.mw / stage.reference_mw) ** stage.mw_exponent
+
+    def _extra_slots(self, slots: _Slots, site: Site, stage: Stage) -> tuple[int, ...]:
+        if stage.kind == "permit":
+            j = self.scenario.jurisdictions[site.jurisdiction]
+            return (slots.add(None), slots.add(j.appeal), slots.add(None))  # refusal, appeal, won
+        if stage.kind == "grid":
+            return (slots.add(self.scenario.grid_regions[site.region].build),)
+        if stage.kind == "gpus":
+            # each tranche's delivery time; the stage's own slot is unused
+            return tuple(slots.add(stage.duration) for _ in _tranche_sizes(site))
+        return ()
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """Every slot's value for one replication: one uniform per slot, then each
+        distribution's inverse CDF over its slots at once. Raw-uniform slots keep the uniform."""
+        values = rng.random(self.n_slots)
+        for dist, ids in self._groups:
+            values[ids] = dist.ppf(values[ids])
+        return values * self._scale
+
+    def mean_durations(self) -> np.ndarray:
+        """Every slot at its distribution's mean (raw uniforms at 0.5: the median outcome)."""
+        values = np.full(self.n_slots, 0.5)
+        for dist, ids in self._groups:
+            values[ids] = dist.mean
+        return values * self._scale
+
+    def run(self, values: np.ndarray) -> Run:
+        """Simulate one replication with the given slot values, up to the horizon."""
+        return simulate(self, np.asarray(values, dtype=float))
 
 
-class _Replication:
-    """The mutable state of one run; discarded afterwards."""
+def _replace(task: Task, **changes: object) -> Task:
+    return Task(**{**task.__dict__, **changes})
 
-    def __init__(self, model: Model, durations: np.ndarray) -> None:
-        self.model = model
-        self.tasks = model.tasks
-        self.durations = durations.tolist()
-        self.env = simpy.Environment()
-        self.pools = {
-            name: ResourcePool(name, spec.capacity)
-            for name, spec in sorted(model.scenario.resources.items())
-        }
-        self.priority = [model.scenario.sites[t.site].priority for t in self.tasks]
-        self.pending = model._pending.tolist()
-        self.next_need = [0] * len(self.tasks)
-        n = len(self.tasks)
-        self.ready = [math.nan] * n
-        self.start = [math.nan] * n
-        self.finish = [math.nan] * n
 
-    def run(self) -> Run:
-        env, horizon = self.env, self.model.scenario.horizon
-        for s, site in enumerate(self.model.scenario.sites):
-            env.timeout(site.start, value=s).callbacks.append(self._site_starts)
-        while env.peek() <= horizon:
-            env.step()
-        return Run(
-            self.model,
-            np.asarray(self.durations),
-            np.asarray(self.ready),
-            np.asarray(self.start),
-            np.asarray(self.finish),
-            self._blockages(),
-        )
+def _tranche_sizes(site: Site) -> tuple[int | None, ...]:
+    if site.gpus is None:
+        return ()
+    tranches = site.gpus.tranches
+    if isinstance(tranches, list):
+        return tuple(tranches)
+    if site.gpus.count is None:
+        return (None,) * tranches
+    base, extra = divmod(site.gpus.count, tranches)
+    return tuple(base + (1 if i < extra else 0) for i in range(tranches))
 
-    def _site_starts(self, event: simpy.Event) -> None:
-        for task in self.model.site_tasks[event.value]:
-            if self.pending[task] == 0:
-                self._make_ready(task)
 
-    def _make_ready(self, task: int) -> None:
-        self.ready[task] = self.env.now
-        self._acquire(task)
-
-    def _acquire(self, task: int) -> None:
-        needs = self.tasks[task].needs
-        k = self.next_need[task]
-        if k == len(needs):
-            self.start[task] = self.env.now
-            self.env.timeout(self.durations[task], value=task).callbacks.append(self._finishes)
-            return
-        self.next_need[task] = k + 1
-        name, amount = needs[k]
-        self.pools[name].request(task, amount, self.priority[task], self._acquire)
-
-    def _finishes(self, event: simpy.Event) -> None:
-        task = event.value
-        self.finish[task] = self.env.now
-        for name, _ in self.tasks[task].needs:
-            self.pools[name].release(task)
-        for successor in self.tasks[task].successors:
-            self.pending[successor] -= 1
-            if self.pending[successor] == 0:
-                self._make_ready(successor)
-
-    def _blockages(self) -> list[Blockage]:
-        names = [site.name for site in self.model.scenario.sites]
-        unit = self.model.scenario.time_unit
-        blockages = []
-        for i, task in enumerate(self.tasks):
-            if not math.isnan(self.finish[i]):
-                continue
-            if not math.isnan(self.start[i]):
-                state = "running"
-                why = f"started at {self.start[i]:.1f}, needs {self.durations[i]:.1f} {unit} in all"
-            elif not math.isnan(self.ready[i]):
-                name, amount = self.tasks[i].needs[self.next_need[i] - 1]
-                pool = self.pools[name]
-                place = pool.waiting(i)
-                assert place is not None
-                state = "waiting for resource"
-                why = (
-                    f"{name}: wants {amount:g}, {pool.capacity - place.available:g} of "
-                    f"{pool.capacity:g} in use, {place.position - 1} request(s) for "
-                    f"{place.amount_ahead:g} ahead of it"
-                )
-            else:
-                unfinished = [
-                    self.tasks[p].stage for p in task.predecessors if math.isnan(self.finish[p])
-                ]
-                state = "waiting for predecessors"
-                why = ", ".join(unfinished) if unfinished else "the site's start"
-            blockages.append(Blockage(names[task.site], task.stage, state, why))
-        return blockages
+def _year_starts(scenario: Scenario) -> list[float]:
+    """Model times of every 1 January after the start and before the horizon."""
+    times = []
+    year = scenario.start.year + 1
+    while (
+        t := from_date(scenario.start, dt.date(year, 1, 1), scenario.time_unit)
+    ) <= scenario.horizon:
+        times.append(t)
+        year += 1
+    return times

@@ -1,0 +1,154 @@
+"""The HBM market: suppliers deliver memory every period; reserved shares go to their buyers'
+accounts, the rest to a common pool allocated by buyer tier, then order date.
+
+An order (GB for one tranche of GPUs) first draws on its buyer's reserved account; what is left
+waits in the common queue, strictly first in line first served by (tier, order time). Nothing is
+allocated that was not produced.
+
+>>> market = HbmMarket()
+>>> got = []
+>>> market.order(0.0, "a", buyer="lab", gb=150, priority=(2, 0.0), on_grant=got.append)
+>>> market.order(0.0, "b", buyer="cloud", gb=100, priority=(1, 0.0), on_grant=got.append)
+>>> market.deliver(30.0, reserved={"lab": 50}, common=100)   # cloud (tier 1) first from the pool
+>>> got
+['b']
+>>> market.deliver(60.0, reserved={"lab": 50}, common=50)    # lab: 100 reserved + 50 common
+>>> got, market.produced, market.allocated_total
+(['b', 'a'], 250.0, 250.0)
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from collections.abc import Callable, Hashable
+from itertools import count
+from typing import Any, NamedTuple
+
+_EPS = 1e-9
+
+
+class HbmAllocation(NamedTuple):
+    """GB of HBM allocated to one order at one time, from a reserved account or the pool."""
+
+    time: float
+    buyer: str
+    order: Hashable
+    gb: float
+    source: str  # "reserved" or "pool"
+
+
+class _Order:
+    __slots__ = ("buyer", "done", "key", "on_grant", "priority", "remaining", "seq")
+
+    def __init__(
+        self,
+        key: Hashable,
+        buyer: str,
+        gb: float,
+        priority: Any,
+        seq: int,
+        on_grant: Callable[[Any], None],
+    ) -> None:
+        self.key, self.buyer, self.remaining = key, buyer, gb
+        self.priority, self.seq, self.on_grant, self.done = priority, seq, on_grant, False
+
+    def sort_key(self) -> tuple[Any, int]:
+        return (self.priority, self.seq)
+
+
+class HbmMarket:
+    """Accounts per buyer, a common pool, and the queue of unfilled orders."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, float] = defaultdict(float)
+        self.pool = 0.0
+        self.produced = 0.0
+        self.log: list[HbmAllocation] = []
+        self._queue: list[tuple[tuple[Any, int], _Order]] = []
+        self._by_buyer: dict[str, list[tuple[tuple[Any, int], _Order]]] = defaultdict(list)
+        self._seq = count()
+
+    @property
+    def allocated_total(self) -> float:
+        return sum(a.gb for a in self.log)
+
+    @property
+    def backlog(self) -> float:
+        """GB ordered and not yet allocated."""
+        return sum(o.remaining for _, o in self._queue if not o.done)
+
+    def order(
+        self,
+        time: float,
+        key: Hashable,
+        buyer: str,
+        gb: float,
+        priority: Any,
+        on_grant: Callable[[Any], None],
+    ) -> None:
+        """Order ``gb`` for ``buyer``; ``on_grant(key)`` once all of it is allocated."""
+        order = _Order(key, buyer, gb, priority, next(self._seq), on_grant)
+        entry = (order.sort_key(), order)
+        heapq.heappush(self._queue, entry)
+        heapq.heappush(self._by_buyer[buyer], entry)
+        self._serve(time)
+
+    def deliver(self, time: float, reserved: dict[str, float], common: float) -> None:
+        """One period's output: ``reserved`` GB per buyer, ``common`` GB for everyone."""
+        for buyer, gb in reserved.items():
+            self.accounts[buyer] += gb
+        self.pool += common
+        self.produced += common + sum(reserved.values())
+        self._serve(time)
+
+    def release(self, time: float, gb: float) -> None:
+        """Memory allocated to an order that no longer needs it goes back to the common pool."""
+        self.pool += gb
+        self._serve(time)
+
+    def ahead_of(self, key: Hashable) -> float:
+        """GB of unfilled orders ahead of ``key`` in the common queue."""
+        mine = next((o for _, o in self._queue if o.key == key and not o.done), None)
+        if mine is None:
+            return 0.0
+        return sum(
+            o.remaining for _, o in self._queue if not o.done and o.sort_key() < mine.sort_key()
+        )
+
+    def _allocate(self, time: float, order: _Order, gb: float, source: str) -> None:
+        order.remaining -= gb
+        self.log.append(HbmAllocation(time, order.buyer, order.key, gb, source))
+
+    def _serve(self, time: float) -> None:
+        filled: list[_Order] = []
+        for buyer in sorted(self._by_buyer):
+            heap = self._by_buyer[buyer]
+            while heap and (heap[0][1].done or self.accounts[buyer] > _EPS):
+                order = heap[0][1]
+                if order.done:
+                    heapq.heappop(heap)
+                    continue
+                take = min(order.remaining, self.accounts[buyer])
+                self.accounts[buyer] -= take
+                self._allocate(time, order, take, "reserved")
+                if order.remaining > _EPS:
+                    break
+                heapq.heappop(heap)
+                order.done = True
+                filled.append(order)
+        queue = self._queue
+        while queue:
+            order = queue[0][1]
+            if order.done:
+                heapq.heappop(queue)
+            elif order.remaining <= self.pool + _EPS:
+                heapq.heappop(queue)
+                self.pool -= order.remaining
+                self._allocate(time, order, order.remaining, "pool")
+                order.done = True
+                filled.append(order)
+            else:
+                break
+        for order in filled:
+            order.on_grant(order.key)
