@@ -63,9 +63,10 @@ def run(
 
     Example: [bold]capsim run scenarios/portfolio.yaml --seed 7 --out results/[/bold]
     """
+    from capsim.capacity import capacity_table
     from capsim.gantt import gantt_figure
     from capsim.model import Model, replication_rng
-    from capsim.results import capacity_table, site_table, stage_table, to_dates
+    from capsim.results import site_table, stage_table, to_dates
 
     scenario = _load(file)
     seed = scenario.seed if seed is None else seed

@@ -393,10 +393,10 @@ class _Replication:
 
     def _transfer(self, site: int, to: str, why: str) -> None:
         before = self.owner[site]
+        self.owner[site] = to  # logged under the new owner, who holds the capacity from now on
         self._site_log(
             site, "transferred", self.online_mw[site], detail=f"from {before} to {to}; {why}"
         )
-        self.owner[site] = to
         for gen, gpus in self.gpus_online[site].items():
             self._offer(to, gen, gpus)
 

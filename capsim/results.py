@@ -1,4 +1,4 @@
-"""Result tables derived from one run's event log: stages, sites and capacity over time.
+"""Result tables derived from one run's logs: stages, sites and the world's events.
 
 Model times are in the scenario's ``time_unit``; each has a calendar-date twin (``*_date``).
 
@@ -8,8 +8,6 @@ Model times are in the scenario's ``time_unit``; each has a calendar-date twin (
 >>> run = model.run(model.draw(replication_rng(seed=1)))
 >>> list(stage_table(run).columns[:6])
 ['site', 'org', 'stage', 'ready', 'start', 'finish']
->>> capacity_table(run)["total_mw_online"].iloc[-1]
-np.float64(1000.0)
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from capsim.model import Run
+from capsim.engine import Run
 from capsim.units import DAYS_PER
 
 
@@ -31,51 +29,73 @@ def to_dates(run: Run, times: np.ndarray | pd.Series) -> pd.Series:
 
 
 def stage_table(run: Run) -> pd.DataFrame:
-    """One row per site x stage: when it became ready, started (resources granted) and finished.
+    """One row per active site x stage: when it became ready, started (resources granted) and
+    finished.
 
     ``wait`` is start - ready (time spent queueing for resources, up to the horizon for a stage
-    still waiting); ``status`` is ``done``, ``running`` or ``waiting`` at the horizon.
+    still waiting); ``status`` is ``done``, ``running``, ``waiting`` or ``cancelled`` at the
+    horizon.
     """
-    tasks = run.model.tasks
-    sites = run.model.scenario.sites
+    model = run.model
+    ids = model.active_tasks
+    tasks = [model.tasks[i] for i in ids]
+    sites = [model.sites[t.site].spec for t in tasks]
+    cancelled = {e.subject for e in run.world if e.kind == "cancelled"}
     df = pd.DataFrame(
         {
-            "site": [sites[t.site].name for t in tasks],
-            "org": [sites[t.site].org for t in tasks],
+            "site": [s.name for s in sites],
+            "org": [s.org for s in sites],
             "stage": [t.stage for t in tasks],
-            "ready": run.ready,
-            "start": run.start,
-            "finish": run.finish,
+            "ready": run.ready[ids],
+            "start": run.start[ids],
+            "finish": run.finish[ids],
         }
     )
     # time spent waiting for resources; a stage still waiting at the horizon counts up to it
-    df["wait"] = df["start"].fillna(run.model.scenario.horizon) - df["ready"]
+    df["wait"] = df["start"].fillna(model.scenario.horizon) - df["ready"]
     df["duration"] = df["finish"] - df["start"]
     df["status"] = np.select(
-        [df["finish"].notna(), df["start"].notna()], ["done", "running"], default="waiting"
+        [df["finish"].notna(), df["site"].isin(cancelled), df["start"].notna()],
+        ["done", "cancelled", "running"],
+        default="waiting",
     )
+    df["kind"] = [t.kind for t in tasks]
     for column in ("ready", "start", "finish"):
         df[f"{column}_date"] = to_dates(run, df[column])
     return df
 
 
 def site_table(run: Run) -> pd.DataFrame:
-    """One row per site: its earliest start and when it came online (its last stage finished)."""
-    scenario = run.model.scenario
-    online = [
-        run.finish[list(tasks)].max() if not np.isnan(run.finish[list(tasks)]).any() else np.nan
-        for tasks in run.model.site_tasks
-    ]
-    waits = stage_table(run).groupby("site", sort=False)["wait"].sum()
+    """One row per active site: its earliest start, when it came online (its last stage
+    finished), its owner at the horizon and what happened to it (paused, cancelled, transferred).
+    """
+    model = run.model
+    infos = [info for info in model.sites if info.active]
+    stages = stage_table(run)
+    waits = stages.groupby("site", sort=False)["wait"].sum()
+    events = events_table(run)
+    happened = (
+        events[
+            events["kind"].isin(["paused", "delayed", "cancelled", "transferred", "permit_refused"])
+        ]
+        .groupby("subject")["kind"]
+        .agg(lambda kinds: ", ".join(dict.fromkeys(kinds)))
+    )
+    mw_online = events[events["kind"] == "mw_online"].groupby("subject")["amount"].sum()
+    gpus_online = events[events["kind"] == "gpus_online"].groupby("subject")["amount"].sum()
     df = pd.DataFrame(
         {
-            "site": [s.name for s in scenario.sites],
-            "org": [s.org for s in scenario.sites],
-            "pipeline": [s.pipeline for s in scenario.sites],
-            "mw": [s.mw for s in scenario.sites],
-            "start": [s.start for s in scenario.sites],
-            "online": online,
-            "total_wait": [waits.get(s.name, 0.0) for s in scenario.sites],
+            "site": [i.spec.name for i in infos],
+            "org": [i.spec.org for i in infos],
+            "owner": [run.owners[i.index] for i in infos],
+            "pipeline": [i.spec.pipeline for i in infos],
+            "mw": [i.spec.mw for i in infos],
+            "start": [i.spec.start for i in infos],
+            "online": [_all_done(run, i.tasks) for i in infos],
+            "mw_online": [mw_online.get(i.spec.name, 0.0) for i in infos],
+            "gpus_online": [gpus_online.get(i.spec.name, 0.0) for i in infos],
+            "total_wait": [waits.get(i.spec.name, 0.0) for i in infos],
+            "events": [happened.get(i.spec.name, "") for i in infos],
         }
     )
     df["start_date"] = to_dates(run, df["start"])
@@ -83,42 +103,22 @@ def site_table(run: Run) -> pd.DataFrame:
     return df
 
 
-def capacity_table(run: Run) -> pd.DataFrame:
-    """MW online over time by org: a row whenever an org's capacity changes, starting at zero.
-
-    ``mw_online`` is the org's cumulative MW, ``total_mw_online`` all orgs' at that time.
-    """
-    sites = site_table(run)
-    orgs = sorted(sites["org"].unique())
-    steps = (
-        sites.dropna(subset=["online"])
-        .groupby(["online", "org"], sort=True)["mw"]
-        .sum()
-        .rename("mw_added")
-        .reset_index()
-        .rename(columns={"online": "time"})
-    )
-    start = pd.DataFrame({"time": 0.0, "org": orgs, "mw_added": 0.0})
-    df = pd.concat([start, steps], ignore_index=True)
-    df["mw_online"] = df.groupby("org")["mw_added"].cumsum()
-    df["total_mw_online"] = df["mw_added"].cumsum()
-    df.insert(0, "date", to_dates(run, df["time"]))
-    return df.reset_index(drop=True)
+def _all_done(run: Run, tasks: range) -> float:
+    finish = run.finish[list(tasks)]
+    return float(finish.max()) if not np.isnan(finish).any() else np.nan
 
 
-def milestones(run: Run, levels_mw: list[float]) -> dict[float, float]:
-    """The first model time at which total MW online reaches each level (NaN if never).
+def events_table(run: Run) -> pd.DataFrame:
+    """The world's event log: capacity online, HBM allocations, permits, risks, leases.
 
     >>> from capsim.loader import load_scenario, default_scenario_path
-    >>> from capsim.model import Model
+    >>> from capsim.model import Model, replication_rng
     >>> model = Model(load_scenario(default_scenario_path()))
-    >>> m = milestones(model.run(model.mean_durations()), [250, 5000])
-    >>> bool(m[250] > 0), bool(np.isnan(m[5000]))
-    (True, True)
+    >>> events = events_table(model.run(model.draw(replication_rng(1))))
+    >>> sorted(set(events["kind"]))
+    ['capex', 'mw_built', 'mw_online', 'site_complete']
     """
-    cap = capacity_table(run)
-    out = {}
-    for level in levels_mw:
-        reached = cap.loc[cap["total_mw_online"] >= level - 1e-9, "time"]
-        out[level] = float(reached.min()) if len(reached) else float("nan")
-    return out
+    columns = ["time", "kind", "subject", "org", "amount", "generation", "detail"]
+    df = pd.DataFrame(run.world, columns=columns)
+    df.insert(0, "date", to_dates(run, df["time"]))
+    return df

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
+from capsim.capacity import capacity_table
 from capsim.loader import default_scenario_path, load_scenario, parse_scenario
 from capsim.model import Model, replication_rng
-from capsim.results import capacity_table, site_table, stage_table
+from capsim.results import site_table, stage_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))

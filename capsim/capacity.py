@@ -1,0 +1,162 @@
+"""Capacity accounting: MW, GPUs by generation and PFLOPS online over time, by org and source
+(``own`` sites and the fleet at the start, ``lease`` through offtake agreements), and the dates
+capacity milestones are reached. Everything is derived from the run's event log.
+
+>>> from capsim.loader import load_scenario, default_scenario_path
+>>> from capsim.model import Model, replication_rng
+>>> model = Model(load_scenario(default_scenario_path()))
+>>> run = model.run(model.draw(replication_rng(1)))
+>>> capacity_table(run)["total_mw_online"].iloc[-1]
+np.float64(1000.0)
+>>> {m.label: bool(t > 0) for m, t in milestone_times(run).items()}
+{'1 GW': True, '5 GW': False}
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+
+from capsim.engine import Run
+from capsim.results import to_dates
+from capsim.world import Milestone
+
+_DELTA_COLUMNS = ["time", "org", "source", "generation", "gpus", "mw"]
+
+
+def capacity_deltas(run: Run) -> pd.DataFrame:
+    """Every change of capacity: (time, org, source, generation, gpus, mw).
+
+    Fleets count at time 0; a site's MW and GPUs count for its owner when they come online and
+    move with the site when it is transferred; leased GPUs count for the customer from delivery
+    until the term ends, as MW of the generation's facility power.
+    """
+    scenario = run.model.scenario
+    gens = scenario.generations
+    rows: list[tuple[float, str, str, str, float, float]] = []
+    for org_name, org in scenario.orgs.items():
+        for gen, gpus in org.fleet.items():
+            rows.append((0.0, org_name, "own", gen, gpus, gpus * gens[gen].power_kw / 1000))
+    owner = {info.spec.name: info.spec.org for info in run.model.sites}
+    site_mw: dict[str, float] = defaultdict(float)
+    site_gpus: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for e in run.world:
+        if e.kind == "mw_online":
+            rows.append((e.time, e.org, "own", "", 0.0, e.amount))
+            site_mw[e.subject] += e.amount
+        elif e.kind == "gpus_online":
+            rows.append((e.time, e.org, "own", e.generation, e.amount, 0.0))
+            site_gpus[e.subject][e.generation] += e.amount
+        elif e.kind == "transferred":
+            before, owner[e.subject] = owner[e.subject], e.org
+            rows.append((e.time, before, "own", "", 0.0, -site_mw[e.subject]))
+            rows.append((e.time, e.org, "own", "", 0.0, site_mw[e.subject]))
+            for gen, gpus in site_gpus[e.subject].items():
+                rows.append((e.time, before, "own", gen, -gpus, 0.0))
+                rows.append((e.time, e.org, "own", gen, gpus, 0.0))
+        elif e.kind in ("lease_delivered", "lease_ended"):
+            sign = 1 if e.kind == "lease_delivered" else -1
+            mw = e.amount * gens[e.generation].power_kw / 1000
+            rows.append((e.time, e.org, "lease", e.generation, sign * e.amount, sign * mw))
+    table = pd.DataFrame(rows, columns=_DELTA_COLUMNS)
+    return table.astype(
+        {"time": float, "org": str, "source": str, "generation": str, "gpus": float, "mw": float}
+    )
+
+
+def capacity_table(run: Run) -> pd.DataFrame:
+    """Capacity online by org over time: one row per org whenever its capacity changes, starting
+    with every org at time 0.
+
+    Columns: ``mw_own`` (its sites and fleet), ``mw_leased`` (leased GPUs' facility MW),
+    ``mw_online`` (both), ``gpus_online`` and ``gpus_<generation>``, ``pflops_online``, and
+    ``total_mw_online``: all orgs' own MW at that time.
+    """
+    scenario = run.model.scenario
+    deltas = capacity_deltas(run)
+    gens = list(scenario.generations)
+    pflops = {g: scenario.generations[g].pflops for g in gens}
+    orgs = sorted(
+        {*scenario.orgs, *(i.spec.org for i in run.model.sites if i.active), *deltas["org"]}
+    )
+    own = deltas["source"] == "own"
+    per_gpu = deltas["generation"].map(pflops).astype(float).fillna(0.0)
+    d = pd.DataFrame(
+        {
+            "time": deltas["time"],
+            "org": deltas["org"],
+            "mw_own": deltas["mw"].where(own, 0.0),
+            "mw_leased": deltas["mw"].where(~own, 0.0),
+            "gpus_online": deltas["gpus"],
+            "pflops_online": deltas["gpus"] * per_gpu,
+            **{f"gpus_{g}": deltas["gpus"].where(deltas["generation"] == g, 0.0) for g in gens},
+        }
+    )
+    start = pd.DataFrame({"time": 0.0, "org": orgs})
+    d = pd.concat([start, d], ignore_index=True).fillna(0.0)
+    measures = [c for c in d.columns if c not in ("time", "org")]
+    steps = d.groupby(["time", "org"], sort=True)[measures].sum().reset_index()
+    total_own = steps["mw_own"].cumsum()  # rows are in time order
+    steps[measures] = steps.groupby("org")[measures].cumsum()
+    steps.insert(
+        steps.columns.get_loc("mw_leased") + 1, "mw_online", steps["mw_own"] + steps["mw_leased"]
+    )
+    steps["total_mw_online"] = total_own
+    rounded = [*measures, "mw_online", "total_mw_online"]
+    steps[rounded] = steps[rounded].round(9)  # sums of fractions of MW: no 999.9999999
+    steps.insert(0, "date", to_dates(run, steps["time"]))
+    return steps
+
+
+def milestone_times(
+    run: Run, milestones: list[Milestone] | None = None, org: str | None = None
+) -> dict[Milestone, float]:
+    """The first model time each milestone is reached (NaN if never by the horizon).
+
+    Capacity is the ``org``'s own plus leased (default: the scenario's perspective org); with no
+    perspective, all orgs' own capacity together.
+    """
+    scenario = run.model.scenario
+    milestones = scenario.milestones if milestones is None else milestones
+    org = org or scenario.lab
+    table = capacity_table(run)
+    if org is not None:
+        series = table[table["org"] == org].set_index("time")
+        level = {
+            "mw": series["mw_online"],
+            "gpus": series["gpus_online"],
+            "pflops": series["pflops_online"],
+        }
+    else:
+        wide = table.pivot_table(
+            index="time", columns="org", values=["mw_own", "gpus_online", "pflops_online"]
+        )
+        wide = wide.ffill().fillna(0.0)
+        level = {
+            "mw": wide["mw_own"].sum(axis=1),
+            "gpus": wide["gpus_online"].sum(axis=1),
+            "pflops": wide["pflops_online"].sum(axis=1),
+        }
+    out: dict[Milestone, float] = {}
+    for m in milestones:
+        measure, target = next(
+            (k, v) for k in ("mw", "gpus", "pflops") if (v := getattr(m, k)) is not None
+        )
+        reached = level[measure][level[measure] >= target - 1e-9]
+        out[m] = float(reached.index.min()) if len(reached) else math.nan
+    return out
+
+
+def gpu_hours(run: Run, org: str) -> float:
+    """GPU-hours the ``org`` had online (own and leased) between the start and the horizon."""
+    scenario = run.model.scenario
+    deltas = capacity_deltas(run)
+    mine = deltas[deltas["org"] == org].sort_values("time", kind="stable")
+    hours_per_unit = (
+        24 * {"days": 1, "weeks": 7, "months": 365.25 / 12, "years": 365.25}[scenario.time_unit]
+    )
+    remaining = np.clip(scenario.horizon - mine["time"].to_numpy(), 0, None)
+    return float((mine["gpus"].to_numpy() * remaining).sum() * hours_per_unit)
