@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
 
     from capsim.model import Model
+    from capsim.schema import Scenario
     from capsim.world import Generation
 
 
@@ -61,6 +62,7 @@ class WorldEvent(NamedTuple):
     amount: float  # MW, GPUs or GB, by kind
     generation: str
     detail: str
+    tranche: int = 0  # the tranche (1, 2, ...) of a site's GPUs or of an agreement; 0 if none
 
 
 class Blockage(NamedTuple):
@@ -110,6 +112,17 @@ class Run:
             )
             for i in self.model.active_tasks
         ]
+
+
+def energy_price(
+    scenario: Scenario, region: str | None, t: float, factor: dict[str, float]
+) -> float:
+    """USD/MWh in grid ``region`` at model time ``t``: the region's path times the replication's
+    ``factor``, or ``costs.energy_price`` where the region gives no price."""
+    spec = scenario.grid_regions.get(region) if region else None
+    if spec is None or spec.energy_price is None:
+        return scenario.costs.energy_price
+    return spec.energy_price.at(t) * factor[region]
 
 
 def simulate(model: Model, values: np.ndarray) -> Run:
@@ -207,22 +220,17 @@ class _Replication:
         )
 
     def _log(
-        self,
-        kind: str,
-        subject: str,
-        org: str,
-        amount: float = 0.0,
-        generation: str = "",
-        detail: str = "",
+        self, kind: str, subject: str, org: str, amount: float = 0.0, **more: str | int
     ) -> None:
-        self.world.append(WorldEvent(self.env.now, kind, subject, org, amount, generation, detail))
-
-    def _site_log(
-        self, site: int, kind: str, amount: float = 0.0, generation: str = "", detail: str = ""
-    ) -> None:
-        self._log(
-            kind, self.model.sites[site].spec.name, self.owner[site], amount, generation, detail
+        """Log a :class:`WorldEvent` now; ``more``: generation, detail, tranche."""
+        self.world.append(
+            WorldEvent(
+                self.env.now, kind, subject, org, amount, **{"generation": "", "detail": "", **more}
+            )
         )
+
+    def _site_log(self, site: int, kind: str, amount: float = 0.0, **more: str | int) -> None:
+        self._log(kind, self.model.sites[site].spec.name, self.owner[site], amount, **more)
 
     def _open_markets(self) -> None:
         s = self.scenario
@@ -401,12 +409,9 @@ class _Replication:
             self._offer(to, gen, gpus)
 
     def energy_price(self, site: int, t: float) -> float:
-        """USD/MWh at ``site`` at model time ``t`` in this replication."""
-        region_name = self.model.sites[site].spec.region
-        region = self.scenario.grid_regions.get(region_name) if region_name else None
-        if region is None or region.energy_price is None:
-            return self.scenario.costs.energy_price
-        return region.energy_price.at(t) * self.energy_factor[region_name]
+        return energy_price(
+            self.scenario, self.model.sites[site].spec.region, t, self.energy_factor
+        )
 
     # -- permits -------------------------------------------------------------------------------
 
@@ -568,7 +573,7 @@ class _Replication:
         gen = self.scenario.generations[gen_name]
         gpus = info.tranches[k] or self._gpus_for(info.spec.mw / len(info.tranches), gen)
         self.tranche_gen[key], self.tranche_gpus[key] = gen_name, gpus
-        self._site_log(site, "gpus_ordered", gpus, gen_name, detail=f"tranche {k + 1}")
+        self._site_log(site, "gpus_ordered", gpus, generation=gen_name, tranche=k + 1)
         if self.market is None:
             return self._hbm_granted(key)
         self.gate[task] = "hbm"
@@ -595,12 +600,9 @@ class _Replication:
                 self.market.release(self.env.now, self.tranche_gpus[key] * gen.hbm_gb)
             return
         if self.market is not None:
+            gb = self.tranche_gpus[key] * gen.hbm_gb
             self._site_log(
-                site,
-                "hbm_allocated",
-                self.tranche_gpus[key] * gen.hbm_gb,
-                self.tranche_gen[key],
-                f"tranche {k + 1}",
+                site, "hbm_allocated", gb, generation=self.tranche_gen[key], tranche=k + 1
             )
         self.gate[task] = "delivery"
         self._at(self.values[self.tasks[task].extra_slots[k]], self._delivered, key)
@@ -623,8 +625,8 @@ class _Replication:
         gen_name, gpus = self.tranche_gen[key], self.tranche_gpus[key]
         gen = self.scenario.generations[gen_name]
         self.gpus_online[site][gen_name] = self.gpus_online[site].get(gen_name, 0) + gpus
-        self._site_log(site, "gpus_online", gpus, gen_name, f"tranche {k + 1}")
-        self._site_log(site, "capex", gpus * gen.price, gen_name, "GPUs")
+        self._site_log(site, "gpus_online", gpus, generation=gen_name, tranche=k + 1)
+        self._site_log(site, "capex", gpus * gen.price, generation=gen_name, detail="GPUs")
         self._offer(self.owner[site], gen_name, gpus)
         self.tranche_left[task] -= 1
         if self.tranche_left[task] == 0:
@@ -679,18 +681,14 @@ class _Replication:
         gpus = tranche.gpus or self._gpus_for(tranche.mw, gen)
         self.lease_state[key] = "due"
         self.lease_tranche[key] = (gen_name, gpus, self.env.now)
+        tags = {"generation": gen_name, "tranche": k + 1}
+        self._log("lease_due", info.name, info.customer, gpus, detail=lease.provider, **tags)
         self._lease_pool(lease.provider, gen_name).request(
             key, gpus, self.env.now, self._lease_delivered
         )
         if self.lease_state[key] == "due":
-            self._log(
-                "lease_late",
-                info.name,
-                info.customer,
-                gpus,
-                gen_name,
-                f"tranche {k + 1} due, {lease.provider} has too few GPUs free",
-            )
+            why = f"{lease.provider} has too few {gen_name} GPUs free"
+            self._log("lease_late", info.name, info.customer, gpus, detail=why, **tags)
             if lease.terminate_if_late is not None:
                 self._at(lease.terminate_if_late, self._lease_check, key)
 
@@ -704,12 +702,22 @@ class _Replication:
             return
         self.lease_state[key] = "delivered"
         late = self.env.now - due
-        detail = f"tranche {k + 1} from {lease.provider}" + (f", {late:.0f} late" if late else "")
-        self._log("lease_delivered", info.name, info.customer, gpus, gen_name, detail)
+        detail = f"from {lease.provider}" + (
+            f", {late:.0f} {self.scenario.time_unit} late" if late else ""
+        )
+        self._log(
+            "lease_delivered",
+            info.name,
+            info.customer,
+            gpus,
+            generation=gen_name,
+            detail=detail,
+            tranche=k + 1,
+        )
         self._at(lease.term, self._lease_returned, key)
 
     def _lease_returned(self, key: tuple[int, int]) -> None:
-        i, _ = key
+        i, k = key
         info = self.model.leases[i]
         lease = self.scenario.leases[info.name]
         gen_name, gpus, _ = self.lease_tranche[key]
@@ -718,8 +726,9 @@ class _Replication:
             info.name,
             info.customer,
             gpus,
-            gen_name,
-            f"term over, back to {lease.provider}",
+            generation=gen_name,
+            detail=f"term over, back to {lease.provider}",
+            tranche=k + 1,
         )
         self._lease_pool(lease.provider, gen_name).add(gpus)
 
@@ -733,7 +742,8 @@ class _Replication:
             "lease_terminated",
             info.name,
             info.customer,
-            detail=f"tranche {k + 1} later than the termination right allows",
+            detail="a tranche is later than the termination right allows",
+            tranche=k + 1,
         )
 
     # -- the horizon report --------------------------------------------------------------------

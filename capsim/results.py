@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from capsim.engine import Run
+from capsim.engine import Run, WorldEvent
 from capsim.units import DAYS_PER
 
 
@@ -118,7 +118,7 @@ def events_table(run: Run) -> pd.DataFrame:
     >>> sorted(set(events["kind"]))
     ['capex', 'mw_built', 'mw_online', 'site_complete']
     """
-    columns = ["time", "kind", "subject", "org", "amount", "generation", "detail"]
+    columns = list(WorldEvent._fields)
     df = pd.DataFrame(run.world, columns=columns)
     df.insert(0, "date", to_dates(run, df["time"]))
     return df
