@@ -215,6 +215,13 @@ def _check_world(scenario: Scenario) -> list[Problem]:
         problems += _known(
             lease.generation, [*generations, NEWEST], "generation", f"{path}.generation"
         )
+        for k, tranche in enumerate(lease.tranches):
+            problems += _known(
+                tranche.generation,
+                [*generations, NEWEST],
+                "generation",
+                f"{path}.tranches[{k}].generation",
+            )
         customer = lease.customer or s.lab
         if customer is None:
             problems.append(

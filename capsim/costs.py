@@ -7,9 +7,9 @@ derived from a run's event log on a monthly grid.
   for a site without GPUs, its MW online, times the hours of the month, times the price in its grid
   region that month (the path, scaled by the replication's energy factor). The owner pays; a
   transferred site's bills move with it. Fleets at the start are sunk: not counted.
-- Leases are paid per GPU-hour (or MW-year) from delivery for the term. Under take-or-pay the
-  customer pays each tranche from its due date even if the provider delivers late; payments for
-  tranches never delivered stop when the agreement is terminated.
+- Leases are paid per GPU-hour (or MW-year) for every tranche from its delivery until it is given
+  back: at the end of its term or, for an agreement without take-or-pay that the customer
+  terminates, at the termination. A late tranche is not paid for until it arrives.
 - NPV discounts each month's cash flow at ``costs.discount_rate`` per year.
 
 >>> from capsim.loader import load_scenario, default_scenario_path
@@ -105,38 +105,27 @@ def _energy(run: Run, grid: np.ndarray, hours_per_unit: float) -> dict[tuple[int
 
 
 def _leases(run: Run, grid: np.ndarray, hours_per_unit: float) -> dict[tuple[int, str], float]:
-    """Lease payments per month, tranche by tranche, at the agreement's price."""
+    """Lease payments per month: each delivered tranche from delivery until it is given back."""
     scenario = run.model.scenario
     years_per_unit = DAYS_PER[scenario.time_unit] / DAYS_PER["years"]
-    due: dict[tuple[str, int], tuple[float, float, str, str]] = {}  # time, GPUs, gen, customer
-    delivered: dict[tuple[str, int], float] = {}
-    terminated: dict[str, float] = {}
+    held: dict[tuple[str, int], list] = {}  # (lease, tranche) -> [begin, end, GPUs, gen, customer]
     for e in run.world:
-        if e.kind == "lease_due":
-            due[e.subject, e.tranche] = (e.time, e.amount, e.generation, e.org)
-        elif e.kind == "lease_delivered":
-            delivered[e.subject, e.tranche] = e.time
-        elif e.kind == "lease_terminated":
-            terminated[e.subject] = e.time
+        if e.kind == "lease_delivered":
+            held[e.subject, e.tranche] = [e.time, scenario.horizon, e.amount, e.generation, e.org]
+        elif e.kind == "lease_ended":
+            held[e.subject, e.tranche][1] = e.time
     paid: dict[tuple[int, str], float] = defaultdict(float)
-    for (name, tranche), (due_at, gpus, gen, customer) in due.items():
-        lease = scenario.leases[name]
-        got = delivered.get((name, tranche))
-        if got is not None:
-            begin, end = (due_at if lease.take_or_pay else got), got + lease.term
-        elif lease.take_or_pay:
-            begin, end = due_at, terminated.get(name, scenario.horizon)
-        else:
-            continue
+    for (name, _), (begin, end, gpus, gen, customer) in held.items():
+        price = scenario.leases[name].price
         mw = gpus * scenario.generations[gen].power_kw / 1000
         for m in range(len(grid) - 1):
             overlap = min(end, grid[m + 1]) - max(begin, grid[m])
             if overlap <= 0:
                 continue
-            if lease.price.per_gpu_hour is not None:
-                paid[m, customer] += gpus * overlap * hours_per_unit * lease.price.per_gpu_hour
+            if price.per_gpu_hour is not None:
+                paid[m, customer] += gpus * overlap * hours_per_unit * price.per_gpu_hour
             else:
-                paid[m, customer] += mw * overlap * years_per_unit * lease.price.per_mw_year
+                paid[m, customer] += mw * overlap * years_per_unit * price.per_mw_year
     return paid
 
 

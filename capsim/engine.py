@@ -673,7 +673,7 @@ class _Replication:
         info = self.model.leases[i]
         lease = self.scenario.leases[info.name]
         tranche = lease.tranches[k]
-        gen_name, when = self._generation(lease.provider, lease.generation)
+        gen_name, when = self._generation(lease.provider, tranche.generation or lease.generation)
         if gen_name is None:  # the provider cannot get the generation yet: due once it can
             self._at(when - self.env.now, self._lease_due, key)
             return
@@ -717,6 +717,9 @@ class _Replication:
         self._at(lease.term, self._lease_returned, key)
 
     def _lease_returned(self, key: tuple[int, int]) -> None:
+        if self.lease_state[key] != "delivered":
+            return  # already given back when the agreement was terminated
+        self.lease_state[key] = "returned"
         i, k = key
         info = self.model.leases[i]
         lease = self.scenario.leases[info.name]
@@ -745,6 +748,11 @@ class _Replication:
             detail="a tranche is later than the termination right allows",
             tranche=k + 1,
         )
+        if not self.scenario.leases[info.name].take_or_pay:
+            # without take-or-pay the customer walks away from what it already has, too
+            for other, state in list(self.lease_state.items()):
+                if other[0] == i and state == "delivered":
+                    self._lease_returned(other)
 
     # -- the horizon report --------------------------------------------------------------------
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import typing
 from collections.abc import Hashable
 from importlib import resources
@@ -46,7 +47,7 @@ def load_scenario(path: str | Path) -> Scenario:
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(source, [Problem("", f"cannot read the file: {exc}")]) from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ScenarioError(source, [Problem("", _yaml_message(exc))]) from None
     except ValueError as exc:  # PyYAML's constructors raise it for impossible dates (2027-02-30)
@@ -86,8 +87,18 @@ def _start_date(value: Any) -> dt.date | None:
         return None
 
 
+def parse_yaml(text: str) -> Any:
+    """Parse YAML as capsim does: safe, duplicate keys rejected, ``1.5e6`` read as a number.
+
+    >>> parse_yaml("capex: 1.5e6")
+    {'capex': 1500000.0}
+    """
+    return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """A safe YAML loader that rejects duplicate keys instead of keeping the last one."""
+    """A safe YAML loader that rejects duplicate keys instead of keeping the last one, and reads
+    exponent floats without a dot or sign (``1.5e6``, ``2e9``) as numbers, as YAML 1.2 does."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -106,6 +117,13 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _yaml_message(exc: yaml.YAMLError) -> str:

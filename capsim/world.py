@@ -259,6 +259,9 @@ class Tranche(SchemaModel):
     at: Duration
     gpus: PositiveInt | None = None
     mw: PositiveFloat | None = None
+    generation: Name | None = Field(
+        default=None, description="This tranche's generation; default the agreement's."
+    )
 
     @model_validator(mode="after")
     def _size(self) -> Tranche:
@@ -291,7 +294,11 @@ class OfftakeAgreement(SchemaModel):
     tranches: list[Tranche] = Field(min_length=1)
     term: Duration = Field(description="How long each tranche is held once delivered.")
     price: Price
-    take_or_pay: bool = True
+    take_or_pay: bool = Field(
+        default=True,
+        description="Delivered tranches are paid for their whole term even if the customer "
+        "terminates; without it, termination hands back everything delivered.",
+    )
     terminate_if_late: Duration | None = Field(
         default=None, description="The customer ends the agreement if a tranche is this late."
     )
