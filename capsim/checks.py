@@ -155,6 +155,14 @@ def _check_world(scenario: Scenario) -> list[Problem]:
                         f"so the site needs a {what}",
                     )
                 )
+        if "gpus" in kinds and "construction" not in kinds:
+            problems.append(
+                Problem(
+                    f"pipelines.{site.pipeline}.stages",
+                    "a gpus stage needs a construction "
+                    "stage in the same pipeline: GPUs come online on built, powered MW",
+                )
+            )
         if ("gpus" in kinds) != (site.gpus is not None):
             problems.append(
                 Problem(

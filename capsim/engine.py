@@ -167,6 +167,8 @@ class _Replication:
         self.market = HbmMarket() if s.hbm is not None else None
         self.owner = [site.spec.org for site in model.sites]
         self.cancelled = [False] * n_sites
+        self.requests: list[list[tuple[Supply, Hashable]]] = [[] for _ in model.sites]
+        self.hbm_orders: list[list[tuple[int, int]]] = [[] for _ in model.sites]
         self.powered = [not site.power_tasks for site in model.sites]
         self.power_left = [len(site.power_tasks) for site in model.sites]
         self.built_mw = [0.0] * n_sites
@@ -281,6 +283,7 @@ class _Replication:
         if self.cancelled[site]:
             return
         if pause:
+            self.gate[task] = f"paused:{self.env.now + pause:.1f}"
             self._at(pause, self._resume, task)
         else:
             self._acquire(task)
@@ -288,6 +291,7 @@ class _Replication:
     def _resume(self, task: int) -> None:
         site = self.tasks[task].site
         if not self.cancelled[site]:
+            self.gate.pop(task, None)
             self._site_log(site, "resumed", detail=self.tasks[task].stage)
             self._acquire(task)
 
@@ -297,10 +301,11 @@ class _Replication:
         if k < len(needs):
             self.next_need[task] = k + 1
             name, amount = needs[k]
-            self.pools[name].request(task, amount, self.priority[task], self._granted)
+            self._queue(self.pools[name], task, amount, self.priority[task], self._granted)
             return
-        self.start[task] = self.env.now
         kind = self.tasks[task].kind
+        if kind not in ("permit", "grid"):  # those start when their review or study slot is free
+            self.start[task] = self.env.now
         if kind in ("task", "power"):
             self._at(self.values[self.tasks[task].slot] + self.extra[task], self._complete, task)
         else:
@@ -395,9 +400,23 @@ class _Replication:
         self._transfer(site, effect.transfer.to, detail)
         return 0.0
 
+    def _queue(
+        self, supply: Supply, key: Hashable, amount: float, priority: object, on_grant: Callable
+    ) -> None:
+        """Request from ``supply`` on behalf of a site's task (``key`` is the task or a
+        (task, tranche) pair), remembering it so a cancellation can withdraw it."""
+        task = key if isinstance(key, int) else key[0]
+        self.requests[self.tasks[task].site].append((supply, key))
+        supply.request(key, amount, priority, on_grant)
+
     def _cancel(self, site: int, why: str) -> None:
         self.cancelled[site] = True
         self._site_log(site, "cancelled", detail=why)
+        for supply, key in self.requests[site]:
+            supply.withdraw(key)  # nothing waits behind a request that will never be used
+        if self.market is not None:
+            for key in self.hbm_orders[site]:
+                self.market.give_back(self.env.now, key)
 
     def _transfer(self, site: int, to: str, why: str) -> None:
         before = self.owner[site]
@@ -406,6 +425,10 @@ class _Replication:
             site, "transferred", self.online_mw[site], detail=f"from {before} to {to}; {why}"
         )
         for gen, gpus in self.gpus_online[site].items():
+            # what the old owner offered for lease and has not leased out moves with the site
+            offered = math.floor(gpus * self._leasable(before))
+            pool = self._lease_pool(before, gen)
+            pool.available -= min(offered, pool.available)
             self._offer(to, gen, gpus)
 
     def energy_price(self, site: int, t: float) -> float:
@@ -416,17 +439,21 @@ class _Replication:
     # -- permits -------------------------------------------------------------------------------
 
     def _hold(self, pool: ResourcePool | None, task: int, then: Callable[[int], None]) -> None:
+        """Start ``task`` once it holds a slot of ``pool`` (at once without a pool), then
+        ``then(task)``."""
         if pool is None:
+            self.start[task] = self.env.now
             then(task)
             return
         self.gate[task] = f"pool:{pool.name}"
-        pool.request(task, 1, self.priority[task], lambda t: self._held(pool, t, then))
+        self._queue(pool, task, 1, self.priority[task], lambda t: self._held(pool, t, then))
 
     def _held(self, pool: ResourcePool, task: int, then: Callable[[int], None]) -> None:
         if self.cancelled[self.tasks[task].site]:
             pool.release(task)
             return
         self.gate.pop(task, None)
+        self.start[task] = self.env.now
         then(task)
 
     def _begin_permit(self, task: int) -> None:
@@ -485,7 +512,7 @@ class _Replication:
         if budget is None:
             return self._connected(task)
         self.gate[task] = f"budget:{site.region}"
-        budget.request(task, site.mw, self.ready[task], self._connected)
+        self._queue(budget, task, site.mw, self.ready[task], self._connected)
 
     def _connected(self, task: int) -> None:
         site = self.tasks[task].site
@@ -578,6 +605,7 @@ class _Replication:
             return self._hbm_granted(key)
         self.gate[task] = "hbm"
         tier = self.scenario.org(self.owner[site]).tier
+        self.hbm_orders[site].append(key)
         self.market.order(
             self.env.now,
             key,
@@ -597,7 +625,7 @@ class _Replication:
         gen = self.scenario.generations[self.tranche_gen[key]]
         if self.cancelled[site]:
             if self.market is not None:  # a cancelled site's memory goes back to the pool
-                self.market.release(self.env.now, self.tranche_gpus[key] * gen.hbm_gb)
+                self.market.give_back(self.env.now, key)
             return
         if self.market is not None:
             gb = self.tranche_gpus[key] * gen.hbm_gb
@@ -605,7 +633,8 @@ class _Replication:
                 site, "hbm_allocated", gb, generation=self.tranche_gen[key], tranche=k + 1
             )
         self.gate[task] = "delivery"
-        self._at(self.values[self.tasks[task].extra_slots[k]], self._delivered, key)
+        delivery = self.values[self.tasks[task].extra_slots[k]] + self.extra[task]
+        self._at(delivery, self._delivered, key)
 
     def _delivered(self, key: tuple[int, int]) -> None:
         task, _ = key
@@ -615,7 +644,7 @@ class _Replication:
         gen = self.scenario.generations[self.tranche_gen[key]]
         mw = self.tranche_gpus[key] * gen.power_kw / 1000
         self.gate[task] = "power"
-        self.site_power[site].request(key, mw, self.env.now, self._tranche_online)
+        self._queue(self.site_power[site], key, mw, self.env.now, self._tranche_online)
 
     def _tranche_online(self, key: tuple[int, int]) -> None:
         task, k = key
@@ -653,9 +682,12 @@ class _Replication:
             self.lease_supply[key] = Supply(f"{org} {gen} for lease")
         return self.lease_supply[key]
 
+    def _leasable(self, org: str) -> float:
+        return self.scenario.org(org).leasable if self.scenario.orgs else 0.0
+
     def _offer(self, org: str, gen: str, gpus: int) -> None:
-        share = self.scenario.org(org).leasable if self.scenario.orgs else 0.0
-        if share:
+        """``org``'s new GPUs: its leasable share becomes available to offtake agreements."""
+        if share := self._leasable(org):
             self._lease_pool(org, gen).add(math.floor(gpus * share))
 
     def _lease_signed(self, i: int) -> None:
@@ -748,7 +780,11 @@ class _Replication:
             detail="a tranche is later than the termination right allows",
             tranche=k + 1,
         )
-        if not self.scenario.leases[info.name].take_or_pay:
+        lease = self.scenario.leases[info.name]
+        for other, state in self.lease_state.items():
+            if other[0] == i and state == "due":  # undelivered tranches leave the provider's queue
+                self._lease_pool(lease.provider, self.lease_tranche[other][0]).withdraw(other)
+        if not lease.take_or_pay:
             # without take-or-pay the customer walks away from what it already has, too
             for other, state in list(self.lease_state.items()):
                 if other[0] == i and state == "delivered":
@@ -769,6 +805,8 @@ class _Replication:
                 if not why:
                     state = "running"
                     why = f"started at {self.start[i]:.1f} {unit}"
+            elif i in self.gate:
+                state, why = self._describe_gate(i)
             elif not math.isnan(self.ready[i]):
                 resource, amount = task.needs[self.next_need[i] - 1]
                 pool = self.pools[resource]
@@ -825,6 +863,8 @@ class _Replication:
                 "waiting for powered MW",
                 f"{self.online_mw[site.index]:g} of {site.spec.mw:g} MW online",
             )
+        if kind == "paused":
+            return "paused", f"by a risk until {name} {self.scenario.time_unit}"
         if kind == "appeal":
             return "running", "permit appeal under way"
         return "running", ""

@@ -102,9 +102,18 @@ class HbmMarket:
         self.produced += common + sum(reserved.values())
         self._serve(time)
 
-    def release(self, time: float, gb: float) -> None:
-        """Memory allocated to an order that no longer needs it goes back to the common pool."""
-        self.pool += gb
+    def give_back(self, time: float, key: Hashable) -> None:
+        """The order ``key`` is no longer needed (its site was cancelled): it leaves the queue, and
+        whatever was allocated to it returns to the common pool, logged as a negative allocation,
+        so that what is allocated never exceeds what was produced."""
+        for _, order in self._queue:
+            if order.key == key:
+                order.done = True
+        mine = [a for a in self.log if a.order == key]
+        gb = sum(a.gb for a in mine)
+        if gb > _EPS:
+            self.log.append(HbmAllocation(time, mine[0].buyer, key, -gb, "returned"))
+            self.pool += gb
         self._serve(time)
 
     def ahead_of(self, key: Hashable) -> float:

@@ -52,6 +52,7 @@ class Supply:
         self.granted = 0.0
         self._queue: list[tuple[Any, int, Hashable, float, Callable[[Any], None]]] = []
         self._arrival = count()
+        self._withdrawn: set[Hashable] = set()
 
     def request(
         self, key: Hashable, amount: float, priority: Any, on_grant: Callable[[Any], None]
@@ -62,6 +63,12 @@ class Supply:
         """
         heapq.heappush(self._queue, (priority, next(self._arrival), key, amount, on_grant))
         self._dispatch()
+
+    def withdraw(self, key: Hashable) -> None:
+        """Take ``key``'s waiting request out of the queue (no effect if it is not waiting)."""
+        if any(entry[2] == key for entry in self._queue):
+            self._withdrawn.add(key)
+            self._dispatch()
 
     def add(self, amount: float) -> None:
         """Add ``amount`` units to the stock and serve whoever now fits."""
@@ -74,19 +81,27 @@ class Supply:
 
     def _dispatch(self) -> None:
         queue = self._queue
-        while queue and queue[0][3] <= self.available + _EPS:
-            _, _, key, amount, on_grant = heapq.heappop(queue)
-            self._grant(key, amount)
-            on_grant(key)
+        while queue:
+            if queue[0][2] in self._withdrawn:  # lazy removal: withdrawn requests leave at the head
+                self._withdrawn.discard(heapq.heappop(queue)[2])
+            elif queue[0][3] <= self.available + _EPS:
+                _, _, key, amount, on_grant = heapq.heappop(queue)
+                self._grant(key, amount)
+                on_grant(key)
+            else:
+                break
+
+    def _live(self) -> list[tuple[Any, int, Hashable, float, Callable[[Any], None]]]:
+        return [entry for entry in self._queue if entry[2] not in self._withdrawn]
 
     @property
     def backlog(self) -> float:
         """Units requested and not yet granted."""
-        return sum(entry[3] for entry in self._queue)
+        return sum(entry[3] for entry in self._live())
 
     def waiting(self, key: Hashable) -> Waiting | None:
         """Where ``key`` stands in the queue, or None if it is not waiting here."""
-        ordered = sorted(self._queue, key=lambda entry: entry[:2])
+        ordered = sorted(self._live(), key=lambda entry: entry[:2])
         for position, entry in enumerate(ordered, start=1):
             if entry[2] == key:
                 ahead = sum(e[3] for e in ordered[: position - 1])

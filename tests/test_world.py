@@ -188,11 +188,6 @@ def test_grid_build_follows_the_grant() -> None:
     assert _times(run, "mw_online") == [70.0, 415.0]
 
 
-@pytest.mark.xfail(
-    reason="BUG: a cancelled site's grid request stays at the head of the region's MW queue "
-    "and blocks later requests until the budget covers it",
-    strict=True,
-)
 def test_cancelled_site_leaves_the_grid_queue() -> None:
     # 300 MW a year. a (200) is granted at 0, 100 MW left. b (200) waits for 2027's budget, but its
     # permit (10 days, refused, no appeal) cancels it at t=10. c (100) asks at t=20: the 100 MW
@@ -364,11 +359,6 @@ def test_hbm_pool_by_tier_then_order_time() -> None:
     _assert_hbm_within_production(run)
 
 
-@pytest.mark.xfail(
-    reason="BUG: a cancelled site's HBM order stays at the head of the common queue and blocks "
-    "every later order until enough memory accumulates to fill it",
-    strict=True,
-)
 def test_cancelled_site_leaves_the_hbm_queue() -> None:
     # 1,000 GB a period. "big" orders 50 GPUs = 5,000 GB at t=0 and is cancelled at t=10 (its
     # permit is refused, no appeal). "small" orders 1,000 GB at t=20: the delivery at t=30 covers
@@ -532,12 +522,6 @@ def test_gpus_online_at_max_of_delivery_and_powered_mw(
     assert _capacity(run, "cloud", "gpus_b200")[-1] == (max(online), 4000.0)
 
 
-@pytest.mark.xfail(
-    reason="BUG: a site whose pipeline has a gpus stage but no construction stage deadlocks: "
-    "its MW come online only when the whole pipeline finishes, but the gpus stage waits for "
-    "powered MW; the checks accept the scenario",
-    strict=True,
-)
 def test_gpus_stage_without_construction_stage_is_rejected_or_finishes() -> None:
     # prep (5) -> gpus (10 days delivery), 10 MW, 100 GPUs (0.25 MW). Either the checks reject
     # the pipeline, or the GPUs come online (at 15) and the site finishes.
@@ -880,11 +864,6 @@ def test_risk_triggered_by_energy_price(prep: float, paused: bool) -> None:
     assert _times(run, "mw_online") == [prep + (30 if paused else 0) + 100]
 
 
-@pytest.mark.xfail(
-    reason="BUG: a delay risk on a gpus stage is logged ('delayed') but never applied: "
-    "_begin_gpus ignores the task's extra time",
-    strict=True,
-)
 def test_risk_delay_on_a_gpus_stage() -> None:
     # Construction 5 days; one tranche delivered 10 days after ordering at t=0; a 20-day delay on
     # the gpus stage: expected online at 10 + 20 = 30, stage 0-30 (as for any other stage).
@@ -1033,11 +1012,6 @@ def test_lease_late_tranche_delivered_before_the_termination_right() -> None:
     assert _times(run, "lease_delivered") == [59.0, 300.0]
 
 
-@pytest.mark.xfail(
-    reason="BUG: a terminated agreement's undelivered tranche stays at the head of the "
-    "provider's lease queue and blocks other agreements until the provider can fill it",
-    strict=True,
-)
 def test_terminated_lease_leaves_the_providers_queue() -> None:
     # x as in the termination test: terminated at 189, its tranche 2 (400) still waiting.
     # y asks for 100 GPUs at 200; cloud has 100 free (500 - 400 leased to x's tranche 1), so y
@@ -1049,11 +1023,6 @@ def test_terminated_lease_leaves_the_providers_queue() -> None:
     assert _times(run, "lease_delivered", "y") == [200.0]
 
 
-@pytest.mark.xfail(
-    reason="BUG: transferring a site adds its GPUs to the new owner's lease pool but leaves "
-    "them in the old owner's, so the same GPUs can be leased twice",
-    strict=True,
-)
 def test_transferred_gpus_are_leasable_only_by_the_new_owner() -> None:
     # cloud's site s brings 1,000 GPUs online at 50 (both orgs lease all their GPUs); at 70 the
     # site passes to neo. At 100, x asks cloud and y asks neo for 1,000 GPUs each: only 1,000
