@@ -2,9 +2,9 @@
 (``own`` sites and the fleet at the start, ``lease`` through offtake agreements), and the dates
 capacity milestones are reached. Everything is derived from the run's event log.
 
->>> from capsim.loader import load_scenario, default_scenario_path
+>>> from capsim.loader import load_scenario, shipped_scenario
 >>> from capsim.model import Model, replication_rng
->>> model = Model(load_scenario(default_scenario_path()))
+>>> model = Model(load_scenario(shipped_scenario("greenfield-campus")))
 >>> run = model.run(model.draw(replication_rng(1)))
 >>> capacity_table(run)["total_mw_online"].iloc[-1]
 np.float64(1000.0)

@@ -55,54 +55,120 @@ def run(
     seed: Annotated[
         int | None, typer.Option(min=0, help="Root seed; default: the scenario's own seed.")
     ] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(help="Run this strategy only; default: every strategy of the scenario."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Folder for the tables and the Gantt chart.")] = Path(
         "capsim-output"
     ),
 ) -> None:
-    """Simulate a scenario once and write stages.csv, sites.csv, capacity.csv and gantt.png.
+    """Simulate a scenario once (each of its strategies, with the same random draws) and write
+    stages.csv, sites.csv, capacity.csv, events.csv, costs.csv, hbm.csv and gantt.png.
 
-    Example: [bold]capsim run scenarios/portfolio.yaml --seed 7 --out results/[/bold]
+    Example: [bold]capsim run scenarios/stargate-pivot.yaml --strategy lease --out results/[/bold]
     """
-    from capsim.capacity import capacity_table
+    import pandas as pd
+
     from capsim.gantt import gantt_figure
     from capsim.model import Model, replication_rng
-    from capsim.results import site_table, stage_table, to_dates
+    from capsim.results import to_dates
+    from capsim.summary import run_tables
 
     scenario = _load(file)
     seed = scenario.seed if seed is None else seed
-    model = Model(scenario)
-    result = model.run(model.draw(replication_rng(seed)))
-    stages, sites, capacity = stage_table(result), site_table(result), capacity_table(result)
-    horizon = to_dates(result, [scenario.horizon]).iloc[0]
+    names = [strategy] if strategy is not None else (list(scenario.strategies) or [None])
+    runs = {}
+    for name in names:
+        model = Model(scenario, name)
+        runs[name] = model.run(model.draw(replication_rng(seed)))
+    per_run = {name: run_tables(r) for name, r in runs.items()}
+    tables = {
+        stem: pd.concat(
+            [
+                t[stem].assign(strategy=name) if scenario.strategies else t[stem]
+                for name, t in per_run.items()
+            ],
+            ignore_index=True,
+        )
+        for stem in next(iter(per_run.values()))
+    }
+    first = next(iter(runs.values()))
+    horizon = to_dates(first, [scenario.horizon]).iloc[0]
     figure = gantt_figure(
-        stages, title=f"{scenario.name}: build-out by stage (seed {seed})", horizon=horizon
+        tables["stages"],
+        title=f"{scenario.name}: build-out by stage (seed {seed})",
+        horizon=horizon,
     )
-
-    _write_outputs(
-        out,
-        {
-            "stages.csv": lambda p: stages.to_csv(p, index=False),
-            "sites.csv": lambda p: sites.to_csv(p, index=False),
-            "capacity.csv": lambda p: capacity.to_csv(p, index=False),
-            "gantt.png": lambda p: figure.savefig(p, dpi=130),
-        },
-    )
-    _print_summary(scenario, seed, sites, stages, result.blockages)
-    console.print(f"Wrote stages.csv, sites.csv, capacity.csv and gantt.png to [bold]{out}[/bold]")
+    writers = {f"{stem}.csv": _csv_writer(table) for stem, table in tables.items()}
+    writers["gantt.png"] = lambda p: figure.savefig(p, dpi=130)
+    _write_outputs(out, writers)
+    _print_run(scenario, seed, runs, tables)
+    console.print(f"Wrote {', '.join(writers)} to [bold]{out}[/bold]")
 
 
-def _print_summary(scenario: Scenario, seed: int, sites, stages, blockages) -> None:
-    import pandas as pd
+def _csv_writer(table) -> Callable[[Path], None]:
+    return lambda path: table.to_csv(path, index=False)
 
+
+def _print_run(scenario: Scenario, seed: int, runs: dict, tables: dict) -> None:
+    from capsim.summary import gpus_by_generation, strategy_summary
     from capsim.units import to_date
 
+    end = to_date(scenario.start, scenario.horizon, scenario.time_unit)
     console.print(
-        f"[bold]{scenario.name}[/bold]: {len(scenario.sites)} sites, "
-        f"{sites['mw'].sum():,.0f} MW planned, seed {seed}, simulated from {scenario.start} "
-        f"to {to_date(scenario.start, scenario.horizon, scenario.time_unit)}"
+        f"[bold]{scenario.name}[/bold]: {len(scenario.sites)} sites, seed {seed}, "
+        f"simulated from {scenario.start} to {end}"
+        + (f"; strategies: {', '.join(map(str, runs))}" if scenario.strategies else "")
     )
+    if len(runs) == 1:
+        _print_sites(scenario, tables["sites"], tables["stages"])
+    if scenario.lab is not None or scenario.strategies:
+        who = scenario.lab or "all orgs"
+        summary = strategy_summary(runs).T
+        _print_frame(summary, f"Strategies: capacity of {who}, costs and events (one replication)")
+        if scenario.lab is not None:
+            import pandas as pd
+
+            gens = pd.concat(
+                {name or "": gpus_by_generation(run, scenario.lab) for name, run in runs.items()},
+                axis=1,
+            )
+            gens.columns = [" ".join(filter(None, c)) for c in gens.columns]
+            if len(gens.columns):
+                _print_frame(gens, f"GPUs of {scenario.lab} online on 1 January, by generation")
+    for name, run in runs.items():
+        if run.blockages:
+            _print_blockages(run.blockages, name)
+
+
+def _print_frame(df, title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    table.add_column(str(df.index.name or ""), style="bold")
+    for column in df.columns:
+        table.add_column(str(column), justify="right")
+    for index, row in df.iterrows():
+        table.add_row(str(index), *(_cell(v) for v in row))
+    console.print(table)
+
+
+def _cell(value: object) -> str:
+    import pandas as pd
+
+    if value is None or (isinstance(value, float) and value != value) or value is pd.NaT:
+        return "-"
+    if isinstance(value, pd.Timestamp):
+        return value.date().isoformat()
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return f"{value:,.2f}" if abs(value) < 100 and value != int(value) else f"{value:,.0f}"
+    return escape(str(value))
+
+
+def _print_sites(scenario: Scenario, sites, stages) -> None:
+    import pandas as pd
+
     table = Table(title="Sites", title_justify="left")
-    for column in (
+    columns = (
         "site",
         "org",
         "MW",
@@ -110,9 +176,11 @@ def _print_summary(scenario: Scenario, seed: int, sites, stages, blockages) -> N
         "online",
         f"waited ({scenario.time_unit})",
         "slowest stage",
-    ):
+        "events",
+    )
+    for column in columns:
         table.add_column(
-            column, justify="right" if column in ("MW",) or "waited" in column else "left"
+            column, justify="right" if column == "MW" or "waited" in column else "left"
         )
     slowest = (
         stages.dropna(subset=["duration"])
@@ -126,33 +194,35 @@ def _print_summary(scenario: Scenario, seed: int, sites, stages, blockages) -> N
             if pd.notna(row.online_date)
             else "[red]not by horizon[/red]"
         )
+        owner = row.org if row.owner == row.org else f"{row.org} -> {row.owner}"
         table.add_row(
             row.site,
-            row.org,
+            owner,
             f"{row.mw:,.0f}",
             row.start_date.date().isoformat(),
             online,
             f"{row.total_wait:,.0f}",
             slowest.get(row.site, "-"),
+            escape(row.events),
         )
     console.print(table)
     online = sites.dropna(subset=["online_date"]).sort_values("online_date")
     if len(online):
-        cumulative = online["mw"].cumsum()
         console.print(
-            f"First capacity online {online['online_date'].iloc[0].date()}; "
-            f"{cumulative.iloc[-1]:,.0f} of {sites['mw'].sum():,.0f} MW online by "
+            f"First site online {online['online_date'].iloc[0].date()}; "
+            f"{online['mw'].sum():,.0f} of {sites['mw'].sum():,.0f} MW of sites online by "
             f"{online['online_date'].iloc[-1].date()}."
         )
-    if blockages:
-        stuck = Table(
-            title="Not finished by the horizon", title_justify="left", title_style="bold red"
-        )
-        for column in ("site", "stage", "state", "waiting on"):
-            stuck.add_column(column)
-        for b in sorted(blockages, key=lambda b: b.state == "waiting for predecessors"):
-            stuck.add_row(b.site, b.stage, b.state, b.waiting_on)
-        console.print(stuck)
+
+
+def _print_blockages(blockages: list, strategy: str | None) -> None:
+    title = "Not finished by the horizon" + (f" ({strategy})" if strategy else "")
+    stuck = Table(title=title, title_justify="left", title_style="bold red")
+    for column in ("site", "stage", "state", "waiting on"):
+        stuck.add_column(column)
+    for b in sorted(blockages, key=lambda b: b.state == "waiting for predecessors"):
+        stuck.add_row(b.site, b.stage, b.state, escape(b.waiting_on))
+    console.print(stuck)
 
 
 def _write_outputs(out: Path, writers: dict[str, Callable[[Path], None]]) -> None:

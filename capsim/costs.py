@@ -12,9 +12,9 @@ derived from a run's event log on a monthly grid.
   terminates, at the termination. A late tranche is not paid for until it arrives.
 - NPV discounts each month's cash flow at ``costs.discount_rate`` per year.
 
->>> from capsim.loader import load_scenario, default_scenario_path
+>>> from capsim.loader import load_scenario, shipped_scenario
 >>> from capsim.model import Model, replication_rng
->>> model = Model(load_scenario(default_scenario_path()))
+>>> model = Model(load_scenario(shipped_scenario("greenfield-campus")))
 >>> summary = cost_summary(model.run(model.draw(replication_rng(1))), "lab")
 >>> summary["capex"] / 1e9   # 1000 MW x $12M/MW
 12.0

@@ -2,8 +2,8 @@
 :class:`~capsim.errors.ScenarioError` naming the file, each key path and what is allowed.
 
 >>> scenario = load_scenario(default_scenario_path())
->>> scenario.name
-'greenfield-campus'
+>>> scenario.name, list(scenario.strategies)
+('stargate-pivot', ['build', 'lease', 'hybrid'])
 """
 
 from __future__ import annotations
@@ -24,12 +24,17 @@ from capsim.distributions import FAMILIES
 from capsim.errors import Problem, ScenarioError, did_you_mean
 from capsim.schema import Scenario
 
-DEFAULT_SCENARIO = "greenfield-campus.yaml"
+DEFAULT_SCENARIO = "stargate-pivot"
+
+
+def shipped_scenario(name: str) -> Path:
+    """The path of a scenario shipped inside the package, e.g. ``"portfolio"``."""
+    return Path(str(resources.files("capsim") / "scenarios" / f"{name}.yaml"))
 
 
 def default_scenario_path() -> Path:
-    """The built-in default scenario, shipped inside the package."""
-    return Path(str(resources.files("capsim") / "scenarios" / DEFAULT_SCENARIO))
+    """The built-in default scenario (the Stargate pivot), shipped inside the package."""
+    return shipped_scenario(DEFAULT_SCENARIO)
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -9,8 +9,8 @@ agreement in the file, whatever the strategy, so replication ``i`` of two strate
 draws of the world they share (common random numbers). The first ``len(tasks)`` slots are the
 stages' own durations, in task order.
 
->>> from capsim.loader import load_scenario, default_scenario_path
->>> model = Model(load_scenario(default_scenario_path()))
+>>> from capsim.loader import load_scenario, shipped_scenario
+>>> model = Model(load_scenario(shipped_scenario("greenfield-campus")))
 >>> run = model.run(model.draw(replication_rng(seed=1)))
 >>> run.finished
 True

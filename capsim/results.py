@@ -2,9 +2,9 @@
 
 Model times are in the scenario's ``time_unit``; each has a calendar-date twin (``*_date``).
 
->>> from capsim.loader import load_scenario, default_scenario_path
+>>> from capsim.loader import load_scenario, shipped_scenario
 >>> from capsim.model import Model, replication_rng
->>> model = Model(load_scenario(default_scenario_path()))
+>>> model = Model(load_scenario(shipped_scenario("greenfield-campus")))
 >>> run = model.run(model.draw(replication_rng(seed=1)))
 >>> list(stage_table(run).columns[:6])
 ['site', 'org', 'stage', 'ready', 'start', 'finish']
@@ -111,9 +111,9 @@ def _all_done(run: Run, tasks: range) -> float:
 def events_table(run: Run) -> pd.DataFrame:
     """The world's event log: capacity online, HBM allocations, permits, risks, leases.
 
-    >>> from capsim.loader import load_scenario, default_scenario_path
+    >>> from capsim.loader import load_scenario, shipped_scenario
     >>> from capsim.model import Model, replication_rng
-    >>> model = Model(load_scenario(default_scenario_path()))
+    >>> model = Model(load_scenario(shipped_scenario("greenfield-campus")))
     >>> events = events_table(model.run(model.draw(replication_rng(1))))
     >>> sorted(set(events["kind"]))
     ['capex', 'mw_built', 'mw_online', 'site_complete']

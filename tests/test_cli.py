@@ -174,15 +174,47 @@ def test_unwritable_output_folder(tmp_path: Path) -> None:
     assert "cannot write" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_default_run_writes_tables_and_gantt(tmp_path: Path) -> None:
-    result = capsim("run", "--out", "results", cwd=tmp_path)
+def test_default_run_is_the_stargate_pivot_per_strategy(tmp_path: Path) -> None:
+    result = capsim("run", "--seed", "5", "--out", "results", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "stargate-pivot" in result.stdout
+    out = tmp_path / "results"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "capacity.csv", "costs.csv", "events.csv", "gantt.png", "hbm.csv", "sites.csv", "stages.csv"
+    ]  # fmt: skip
+    assert (out / "gantt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("stages", "sites", "capacity", "events", "costs"):
+        table = pd.read_csv(out / f"{name}.csv")
+        assert set(table["strategy"]) == {"build", "lease", "hybrid"}, name
+    # the comparison table: a row per metric, a column per strategy
+    for text in ("1 GW by", "5 GW by", "CapEx (USD bn)", "OpEx (USD bn)", "GPUs of lab online"):
+        assert text in result.stdout
+    events = pd.read_csv(out / "events.csv")
+    build = events[events["strategy"] == "build"]
+    assert {"transferred", "paused"} <= set(build["kind"])
+
+
+def test_run_one_strategy(tmp_path: Path) -> None:
+    scenario = str(ROOT / "scenarios" / "stargate-pivot.yaml")
+    result = capsim("run", scenario, "--strategy", "lease", "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    sites = pd.read_csv(tmp_path / "o" / "sites.csv")
+    assert set(sites["strategy"]) == {"lease"}
+    assert "us-campus" not in set(sites["site"])  # a build-only site
+    bad = capsim("run", scenario, "--strategy", "leese", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "did you mean 'lease'" in bad.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_plain_run_writes_tables_and_gantt(tmp_path: Path) -> None:
+    scenario = str(ROOT / "scenarios" / "greenfield-campus.yaml")
+    result = capsim("run", scenario, "--out", "results", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "greenfield-campus" in result.stdout
     out = tmp_path / "results"
-    assert sorted(p.name for p in out.iterdir()) == [
-        "capacity.csv", "gantt.png", "sites.csv", "stages.csv"
-    ]  # fmt: skip
-    assert (out / "gantt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {"capacity.csv", "gantt.png", "sites.csv", "stages.csv"} <= {
+        p.name for p in out.iterdir()
+    }
     stages = pd.read_csv(out / "stages.csv")
     assert {"site", "org", "stage", "ready", "start", "finish", "wait", "duration"} <= set(stages)
     assert {"ready_date", "start_date", "finish_date"} <= set(stages)

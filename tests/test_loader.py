@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from capsim.errors import Problem, ScenarioError
-from capsim.loader import default_scenario_path, key_path, load_scenario, parse_scenario
+from capsim.loader import (
+    default_scenario_path,
+    key_path,
+    load_scenario,
+    parse_scenario,
+    shipped_scenario,
+)
 from capsim.schema import Scenario
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "capsim" / "scenarios"
@@ -128,8 +134,14 @@ def test_site_start_before_scenario_start() -> None:
     _at(_problems(data), "sites[0].start")
 
 
-def test_default_scenario() -> None:
+def test_default_scenario_is_the_stargate_pivot() -> None:
     scenario = load_scenario(default_scenario_path())
+    assert scenario.name == "stargate-pivot"
+    assert list(scenario.strategies) == ["build", "lease", "hybrid"]
+
+
+def test_greenfield_campus_scenario() -> None:
+    scenario = load_scenario(shipped_scenario("greenfield-campus"))
     assert scenario.name == "greenfield-campus"
     assert scenario.horizon == 12 * 365.25
     # 2028-01-01 is 730 days after 2026-01-01; 2028-07-01 is 182 more (leap year); 2029-01-01 is
