@@ -1,0 +1,131 @@
+"""Offtake agreements, as the part of a replication that runs them: negotiation, tranches due
+from the provider's leasable GPUs (first come first served by due time), late deliveries, the
+termination right, and GPUs going back at the end of the term. Mixed into
+:class:`~capsim.engine._Replication`, which holds the state.
+"""
+
+from __future__ import annotations
+
+import math
+
+from capsim.resources import Supply
+
+
+class Offtakes:
+    """The lease handlers and each provider's pools of GPUs offered for lease."""
+
+    # -- leases --------------------------------------------------------------------------------
+
+    def _lease_pool(self, org: str, gen: str) -> Supply:
+        key = (org, gen)
+        if key not in self.lease_supply:
+            self.lease_supply[key] = Supply(f"{org} {gen} for lease")
+        return self.lease_supply[key]
+
+    def _leasable(self, org: str) -> float:
+        return self.scenario.org(org).leasable if self.scenario.orgs else 0.0
+
+    def _offer(self, org: str, gen: str, gpus: int) -> None:
+        """``org``'s new GPUs: its leasable share becomes available to offtake agreements."""
+        if share := self._leasable(org):
+            self._lease_pool(org, gen).add(math.floor(gpus * share))
+
+    def _lease_signed(self, i: int) -> None:
+        info = self.model.leases[i]
+        lease = self.scenario.leases[info.name]
+        self._log("lease_signed", info.name, info.customer, detail=f"with {lease.provider}")
+        base = max(lease.start, self.env.now)
+        for k, tranche in enumerate(lease.tranches):
+            self._at(base + tranche.at - self.env.now, self._lease_due, (i, k))
+
+    def _lease_due(self, key: tuple[int, int]) -> None:
+        i, k = key
+        if self.terminated[i]:
+            return
+        info = self.model.leases[i]
+        lease = self.scenario.leases[info.name]
+        tranche = lease.tranches[k]
+        gen_name, when = self._generation(lease.provider, tranche.generation or lease.generation)
+        if gen_name is None:  # the provider cannot get the generation yet: due once it can
+            self._at(when - self.env.now, self._lease_due, key)
+            return
+        gen = self.scenario.generations[gen_name]
+        gpus = tranche.gpus or self._gpus_for(tranche.mw, gen)
+        self.lease_state[key] = "due"
+        self.lease_tranche[key] = (gen_name, gpus, self.env.now)
+        tags = {"generation": gen_name, "tranche": k + 1}
+        self._log("lease_due", info.name, info.customer, gpus, detail=lease.provider, **tags)
+        self._lease_pool(lease.provider, gen_name).request(
+            key, gpus, self.env.now, self._lease_delivered
+        )
+        if self.lease_state[key] == "due":
+            why = f"{lease.provider} has too few {gen_name} GPUs free"
+            self._log("lease_late", info.name, info.customer, gpus, detail=why, **tags)
+            if lease.terminate_if_late is not None:
+                self._at(lease.terminate_if_late, self._lease_check, key)
+
+    def _lease_delivered(self, key: tuple[int, int]) -> None:
+        i, k = key
+        info = self.model.leases[i]
+        lease = self.scenario.leases[info.name]
+        gen_name, gpus, due = self.lease_tranche[key]
+        if self.terminated[i]:
+            self._lease_pool(lease.provider, gen_name).add(gpus)
+            return
+        self.lease_state[key] = "delivered"
+        late = self.env.now - due
+        detail = f"from {lease.provider}" + (
+            f", {late:.0f} {self.scenario.time_unit} late" if late else ""
+        )
+        self._log(
+            "lease_delivered",
+            info.name,
+            info.customer,
+            gpus,
+            generation=gen_name,
+            detail=detail,
+            tranche=k + 1,
+        )
+        self._at(lease.term, self._lease_returned, key)
+
+    def _lease_returned(self, key: tuple[int, int]) -> None:
+        if self.lease_state[key] != "delivered":
+            return  # already given back when the agreement was terminated
+        self.lease_state[key] = "returned"
+        i, k = key
+        info = self.model.leases[i]
+        lease = self.scenario.leases[info.name]
+        gen_name, gpus, _ = self.lease_tranche[key]
+        self._log(
+            "lease_ended",
+            info.name,
+            info.customer,
+            gpus,
+            generation=gen_name,
+            detail=f"term over, back to {lease.provider}",
+            tranche=k + 1,
+        )
+        self._lease_pool(lease.provider, gen_name).add(gpus)
+
+    def _lease_check(self, key: tuple[int, int]) -> None:
+        i, k = key
+        if self.lease_state.get(key) != "due" or self.terminated[i]:
+            return
+        info = self.model.leases[i]
+        self.terminated[i] = True
+        self._log(
+            "lease_terminated",
+            info.name,
+            info.customer,
+            detail="a tranche is later than the termination right allows",
+            tranche=k + 1,
+        )
+        lease = self.scenario.leases[info.name]
+        for other, state in self.lease_state.items():
+            if other[0] == i and state == "due":  # undelivered tranches leave the provider's queue
+                self._lease_pool(lease.provider, self.lease_tranche[other][0]).withdraw(other)
+        if not lease.take_or_pay:
+            # without take-or-pay the customer walks away from what it already has, too
+            for other, state in list(self.lease_state.items()):
+                if other[0] == i and state == "delivered":
+                    self._lease_returned(other)
