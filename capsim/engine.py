@@ -104,6 +104,7 @@ class _Replication(StageKinds, Offtakes):
         self.site_power = [Supply(f"{site.spec.name} powered MW") for site in model.sites]
         self.tranche_left: dict[int, int] = {}
         self.tranche_gen: dict[tuple[int, int], str] = {}
+        self.tranche_state: dict[tuple[int, int], str] = {}  # what each GPU tranche waits for
         self.tranche_gpus: dict[tuple[int, int], int] = {}
         self.gpus_online = [dict[str, int]() for _ in model.sites]
         self.phases_left: dict[int, int] = {}
@@ -401,7 +402,13 @@ class _Replication(StageKinds, Offtakes):
         return blockages
 
     def _describe_gate(self, task: int) -> tuple[str, str]:
-        gate = self.gate.get(task)
+        gate, task_key = self.gate.get(task), None
+        if gate is None and self.tasks[task].kind == "gpus":
+            # the first tranche not yet online tells what the stage waits for
+            site = self.model.sites[self.tasks[task].site]
+            states = [self.tranche_state.get((task, k), "") for k in range(len(site.tranches))]
+            gate = next((s for s in states if s != "online"), None)
+            task_key = (task, states.index(gate)) if gate is not None else None
         if gate is None:
             return "", ""
         kind, _, name = gate.partition(":")
@@ -430,8 +437,10 @@ class _Replication(StageKinds, Offtakes):
                 f"{name} not yet available to {self.owner[site.index]}",
             )
         if kind == "hbm" and self.market is not None:
-            ahead = min(self.market.ahead_of((task, k)) for k in range(len(site.tranches)))
-            return "waiting for HBM", f"{_pb(ahead)} of orders ahead of it"
+            wants, ahead = self.market.remaining(task_key), self.market.ahead_of(task_key)
+            return "waiting for HBM", (
+                f"tranche {task_key[1] + 1} wants {_pb(wants)}, {_pb(ahead)} of orders ahead of it"
+            )
         if kind == "power":
             return (
                 "waiting for powered MW",

@@ -116,6 +116,10 @@ class HbmMarket:
             self.pool += gb
         self._serve(time)
 
+    def remaining(self, key: Hashable) -> float:
+        """GB ``key``'s order still waits for (0 if filled or unknown)."""
+        return next((o.remaining for _, o in self._queue if o.key == key and not o.done), 0.0)
+
     def ahead_of(self, key: Hashable) -> float:
         """GB of unfilled orders ahead of ``key`` in the common queue."""
         mine = next((o for _, o in self._queue if o.key == key and not o.done), None)

@@ -179,7 +179,7 @@ class StageKinds:
         info = self.model.sites[site]
         gen_name, when = self._generation(self.owner[site], info.spec.gpus.generation)
         if gen_name is None:
-            self.gate[task] = f"generation:{info.spec.gpus.generation}"
+            self.tranche_state[key] = f"generation:{info.spec.gpus.generation}"
             self._at(when - self.env.now, self._order_tranche, key)
             return
         gen = self.scenario.generations[gen_name]
@@ -188,7 +188,7 @@ class StageKinds:
         self._site_log(site, "gpus_ordered", gpus, generation=gen_name, tranche=k + 1)
         if self.market is None:
             return self._hbm_granted(key)
-        self.gate[task] = "hbm"
+        self.tranche_state[key] = "hbm"
         tier = self.scenario.org(self.owner[site]).tier
         self.hbm_orders[site].append(key)
         self.market.order(
@@ -217,7 +217,7 @@ class StageKinds:
             self._site_log(
                 site, "hbm_allocated", gb, generation=self.tranche_gen[key], tranche=k + 1
             )
-        self.gate[task] = "delivery"
+        self.tranche_state[key] = "delivery"
         delivery = self.values[self.tasks[task].extra_slots[k]] + self.extra[task]
         self._at(delivery, self._delivered, key)
 
@@ -228,7 +228,7 @@ class StageKinds:
             return
         gen = self.scenario.generations[self.tranche_gen[key]]
         mw = self.tranche_gpus[key] * gen.power_kw / 1000
-        self.gate[task] = "power"
+        self.tranche_state[key] = "power"
         self._queue(self.site_power[site], key, mw, self.env.now, self._tranche_online)
 
     def _tranche_online(self, key: tuple[int, int]) -> None:
@@ -238,6 +238,7 @@ class StageKinds:
             return
         gen_name, gpus = self.tranche_gen[key], self.tranche_gpus[key]
         gen = self.scenario.generations[gen_name]
+        self.tranche_state[key] = "online"
         self.gpus_online[site][gen_name] = self.gpus_online[site].get(gen_name, 0) + gpus
         self._site_log(site, "gpus_online", gpus, generation=gen_name, tranche=k + 1)
         self._site_log(site, "capex", gpus * gen.price, generation=gen_name, detail="GPUs")

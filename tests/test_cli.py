@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -294,3 +295,93 @@ def test_unquoted_boolean_key_is_explained(tmp_path: Path) -> None:
     result = capsim("validate", str(write(tmp_path, text)))
     assert result.returncode == 2
     assert "resources: keys must be text" in result.stderr
+
+
+STARGATE = ROOT / "scenarios" / "stargate-pivot.yaml"
+
+
+def _stargate(change) -> dict:
+    from capsim.loader import parse_yaml
+
+    doc = parse_yaml(STARGATE.read_text())
+    change(doc)
+    return doc
+
+
+def test_world_that_cannot_meet_demand_reports_what_is_stuck(tmp_path: Path) -> None:
+    def starve(doc):
+        for supplier in doc["hbm"]["suppliers"].values():
+            for step in supplier["output"]:
+                step["gb_per_period"] = 1e6  # a thousandth of the market
+
+    path = write(tmp_path, yaml.safe_dump(_json(starve), sort_keys=False))
+    result = capsim("run", str(path), "--strategy", "build", "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    assert "Not finished by the horizon (build)" in result.stdout
+    assert re.search(
+        r"uk-cobalt +│ gpus +│ waiting for HBM +│ tranche 1 wants 2\.3 PB", result.stdout
+    )
+    assert "PB of orders ahead of it" in result.stdout
+
+
+def _json(change) -> dict:
+    """The Stargate scenario changed, with dates as text so that yaml.safe_dump keeps them."""
+    import datetime as dt
+
+    def text(node):
+        if isinstance(node, dict):
+            return {k: text(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [text(v) for v in node]
+        return node.isoformat() if isinstance(node, dt.date) else node
+
+    return text(_stargate(change))
+
+
+WORLD_BAD = {
+    "unknown_provider": (
+        lambda d: d["leases"]["oracle-offtake"].update(provider="orcale"),
+        ["leases.oracle-offtake.provider", "did you mean 'oracle'"],
+    ),
+    "unknown_generation": (
+        lambda d: d["sites"][0]["gpus"].update(generation="GB3000"),
+        ["sites[0].gpus.generation", "did you mean 'GB300'"],
+    ),
+    "unknown_region": (
+        lambda d: d["sites"][1].update(region="nordlnd"),
+        ["sites[1].region", "did you mean 'nordland'"],
+    ),
+    "unknown_buyer": (
+        lambda d: d["hbm"]["suppliers"]["samsung"]["reserved"].update(nvidia=0.1),
+        ["hbm.suppliers.samsung.reserved.nvidia", "unknown org"],
+    ),
+    "tranches_too_large": (
+        lambda d: d["leases"]["aws-offtake"]["tranches"][1].update(mw=900),
+        ["leases.aws-offtake", "tranches add up to 1200 mw, more than the agreement's 1000"],
+    ),
+    "generation_without_hbm": (
+        lambda d: d["generations"]["H100"].pop("hbm_gb"),
+        ["generations.H100", "missing required key 'hbm_gb'"],
+    ),
+    "tier_dates_out_of_order": (
+        lambda d: d["generations"]["VeraRubin"]["available"].update({3: "2026-01-01"}),
+        ["generations.VeraRubin", "dates out of order"],
+    ),
+    "unknown_strategy_site": (
+        lambda d: d["strategies"]["build"]["sites"].append("stargate-uae"),
+        ["strategies.build.sites[3]", "unknown site 'stargate-uae'"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WORLD_BAD))
+def test_world_bad_input_gets_one_clear_error(tmp_path: Path, case: str) -> None:
+    change, expected = WORLD_BAD[case]
+    path = write(tmp_path, yaml.safe_dump(_json(change), sort_keys=False), f"{case}.yaml")
+    result = capsim("run", str(path), "--out", str(tmp_path / "out"))
+    message = result.stderr + result.stdout
+    assert result.returncode == 2, message
+    assert "Traceback" not in message and f"{case}.yaml" in message
+    for text in expected:
+        assert text in message
+    assert not (tmp_path / "out").exists()
