@@ -27,6 +27,12 @@ def _check_pipelines_and_sites(scenario: Scenario) -> list[Problem]:
     problems: list[Problem] = []
     for pname, pipeline in scenario.pipelines.items():
         base = f"pipelines.{pname}.stages"
+        for kind in ("construction", "gpus"):
+            named = [n for n, st in pipeline.stages.items() if st.kind == kind]
+            if len(named) > 1:
+                problems.append(
+                    Problem(base, f"at most one {kind} stage per pipeline; got {', '.join(named)}")
+                )
         for sname, stage in pipeline.stages.items():
             for i, before in enumerate(stage.after):
                 if before == sname:

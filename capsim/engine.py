@@ -111,6 +111,7 @@ class _Replication(StageKinds, Offtakes):
         self.lease_supply: dict[tuple[str, str], Supply] = {}
         self.lease_state: dict[tuple[int, int], str] = {}
         self.lease_tranche: dict[tuple[int, int], tuple[str, int, float]] = {}  # gen, GPUs, due
+        self.lease_due_at: dict[tuple[int, int], float] = {}
         self.terminated = [False] * len(model.leases)
         self.world: list[WorldEvent] = []
         self.flags = {
@@ -343,9 +344,15 @@ class _Replication(StageKinds, Offtakes):
         self._site_log(site, "cancelled", detail=why)
         for supply, key in self.requests[site]:
             supply.withdraw(key)  # nothing waits behind a request that will never be used
+        for task in self.model.sites[site].tasks:  # and what its stages hold goes back now
+            self._release_needs(task)
+            for pool in (*self.reviews.values(), *self.studies.values()):
+                if task in pool.holders:
+                    pool.release(task)
         if self.market is not None:
             for key in self.hbm_orders[site]:
-                self.market.give_back(self.env.now, key)
+                if gb := self.market.give_back(self.env.now, key):
+                    self._site_log(site, "hbm_cancelled", gb, tranche=key[1] + 1)
 
     def _transfer(self, site: int, to: str, why: str) -> None:
         before = self.owner[site]
@@ -354,11 +361,14 @@ class _Replication(StageKinds, Offtakes):
             site, "transferred", self.online_mw[site], detail=f"from {before} to {to}; {why}"
         )
         for gen, gpus in self.gpus_online[site].items():
-            # what the old owner offered for lease and has not leased out moves with the site
+            # The old owner's offer of this site's GPUs leaves with the site, as far as it is not
+            # leased out; GPUs its customers hold stay theirs and cannot be offered again.
             offered = math.floor(gpus * self._leasable(before))
             pool = self._lease_pool(before, gen)
-            pool.available -= min(offered, pool.available)
-            self._offer(to, gen, gpus)
+            freed = min(offered, pool.available)
+            pool.available -= freed
+            if share := self._leasable(to):
+                self._lease_pool(to, gen).add(max(0, math.floor(gpus * share) - (offered - freed)))
 
     def energy_price(self, site: int, t: float) -> float:
         return energy_price(
@@ -399,7 +409,7 @@ class _Replication(StageKinds, Offtakes):
                 state = "waiting for predecessors"
                 why = ", ".join(unfinished) if unfinished else "the site's start"
             blockages.append(Blockage(name, task.stage, state, why))
-        return blockages
+        return blockages + self._lease_blockages()
 
     def _describe_gate(self, task: int) -> tuple[str, str]:
         gate, task_key = self.gate.get(task), None

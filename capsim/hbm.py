@@ -102,19 +102,21 @@ class HbmMarket:
         self.produced += common + sum(reserved.values())
         self._serve(time)
 
-    def give_back(self, time: float, key: Hashable) -> None:
-        """The order ``key`` is no longer needed (its site was cancelled): it leaves the queue, and
-        whatever was allocated to it returns to the common pool, logged as a negative allocation,
-        so that what is allocated never exceeds what was produced."""
-        for _, order in self._queue:
-            if order.key == key:
-                order.done = True
-        mine = [a for a in self.log if a.order == key]
-        gb = sum(a.gb for a in mine)
+    def give_back(self, time: float, key: Hashable) -> float:
+        """The unfilled order ``key`` is no longer needed (its site was cancelled): it leaves the
+        queue, and what was already allocated to it returns to the common pool, logged as a
+        negative allocation, so that allocated never exceeds produced. A filled order is left
+        alone: its memory is already in GPUs. Returns the GB it no longer waits for."""
+        order = next((o for _, o in self._queue if o.key == key and not o.done), None)
+        if order is None:
+            return 0.0
+        order.done = True
+        gb = sum(a.gb for a in self.log if a.order == key)
         if gb > _EPS:
-            self.log.append(HbmAllocation(time, mine[0].buyer, key, -gb, "returned"))
+            self.log.append(HbmAllocation(time, order.buyer, key, -gb, "returned"))
             self.pool += gb
         self._serve(time)
+        return order.remaining
 
     def remaining(self, key: Hashable) -> float:
         """GB ``key``'s order still waits for (0 if filled or unknown)."""

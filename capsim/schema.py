@@ -85,9 +85,17 @@ class Stage(SchemaModel):
     description: str | None = None
 
     @model_validator(mode="after")
-    def _duration_given(self) -> Stage:
+    def _consistent(self) -> Stage:
         if self.duration is None and self.kind not in ("permit", "grid"):
             raise ValueError(f"a {self.kind} stage needs a duration")
+        only = {
+            "construction": ("phases", "reference_mw", "mw_exponent"),
+            "power": ("capex_per_mw",),
+        }
+        for kind, keys in only.items():
+            misplaced = [k for k in keys if k in self.model_fields_set and self.kind != kind]
+            if misplaced:
+                raise ValueError(f"{', '.join(misplaced)} apply to {kind} stages only")
         return self
 
 
@@ -120,7 +128,8 @@ class Site(SchemaModel):
     org: Name = Field(description="The organisation that owns the site.")
     pipeline: Name = Field(description="Name of the pipeline the site follows.")
     mw: PositiveFloat = Field(
-        description="Facility power in MW, online when the pipeline finishes."
+        description="Facility power in MW: online phase by phase with a construction stage "
+        "(once powered), else when the whole pipeline finishes."
     )
     start: Moment = Field(
         default=0.0, description="Earliest start: a date, or a duration after the scenario start."

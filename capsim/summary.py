@@ -62,18 +62,22 @@ def hbm_table(run: Run) -> pd.DataFrame:
     allocated = events[events["kind"] == "hbm_allocated"]
     ordered = events[events["kind"] == "gpus_ordered"]
     ordered_gb = ordered["amount"] * ordered["generation"].map(lambda g: gens[g].hbm_gb)
+    cancelled = events[events["kind"] == "hbm_cancelled"]
     ends = [(k + 1) * period for k in range(n)]
     df = pd.DataFrame({"period": range(1, n + 1), "time": ends, "produced_gb": produced})
     bucket = ((allocated["time"] - 1e-9) // period).astype(int) + 1
     by_buyer = allocated.assign(period=bucket).pivot_table(
         index="period", columns="org", values="amount", aggfunc="sum", fill_value=0.0
     )
+    # a column for every org, so that tables of different strategies line up
+    by_buyer = by_buyer.reindex(columns=sorted({*scenario.orgs, *by_buyer.columns}), fill_value=0.0)
     by_buyer.columns = [f"allocated_gb_{c}" for c in by_buyer.columns]
     df = df.merge(by_buyer, left_on="period", right_index=True, how="left").fillna(0.0)
     df["backlog_gb"] = [
         float(
             ordered_gb[ordered["time"] <= t].sum()
             - allocated.loc[allocated["time"] <= t, "amount"].sum()
+            - cancelled.loc[cancelled["time"] <= t, "amount"].sum()
         )
         for t in ends
     ]

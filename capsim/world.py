@@ -217,7 +217,9 @@ class Effect(SchemaModel):
 
     delay: AnyDistribution | None = Field(default=None, description="Extra time on the stage.")
     pause: AnyDistribution | None = Field(
-        default=None, description="The site stops before the stage for this long."
+        default=None,
+        description="The stage (and so what comes after it) waits this long before it starts; "
+        "stages on parallel branches go on. At the site's start, the whole site waits.",
     )
     cancel: bool = False
     transfer: Transfer | None = None

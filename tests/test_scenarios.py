@@ -34,9 +34,12 @@ def _strategies(path: Path) -> list[str | None]:
 )
 def test_scenario_validates_and_runs_to_completion(path: Path, strategy: str | None) -> None:
     model = Model(load_scenario(path), strategy)
+    sites = {info.spec.name for info in model.sites}
     for replication in range(10):
         run = model.run(model.draw(replication_rng(model.scenario.seed, replication)))
-        assert run.finished, run.blockages[:3]
+        # every site finishes; an agreement may still wait for its provider (and says so)
+        stuck = [b for b in run.blockages if b.site in sites]
+        assert not stuck, stuck[:3]
     stages, sites, capacity = stage_table(run), site_table(run), capacity_table(run)
     assert stages["status"].isin(["done", "cancelled"]).all()
     # MW are conserved: each org's own MW at the horizon is its fleet plus the MW online at the
