@@ -352,7 +352,7 @@ WORLD_BAD = {
         ["sites[1].region", "did you mean 'nordland'"],
     ),
     "unknown_buyer": (
-        lambda d: d["hbm"]["suppliers"]["samsung"]["reserved"].update(nvidia=0.1),
+        lambda d: d["hbm"]["suppliers"]["samsung"]["reserved"].update(nvidia=0.01),
         ["hbm.suppliers.samsung.reserved.nvidia", "unknown org"],
     ),
     "tranches_too_large": (
