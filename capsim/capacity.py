@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -27,8 +28,8 @@ from capsim.world import Milestone
 _DELTA_COLUMNS = ["time", "org", "source", "generation", "gpus", "mw"]
 
 
-def capacity_deltas(run: Run) -> pd.DataFrame:
-    """Every change of capacity: (time, org, source, generation, gpus, mw).
+def iter_deltas(run: Run) -> Iterator[tuple[float, str, str, str, float, float]]:
+    """Every change of capacity, in time order: (time, org, source, generation, gpus, mw).
 
     Fleets count at time 0; a site's MW and GPUs count for its owner when they come online and
     move with the site when it is transferred; leased GPUs count for the customer from delivery
@@ -36,32 +37,35 @@ def capacity_deltas(run: Run) -> pd.DataFrame:
     """
     scenario = run.model.scenario
     gens = scenario.generations
-    rows: list[tuple[float, str, str, str, float, float]] = []
     for org_name, org in scenario.orgs.items():
         for gen, gpus in org.fleet.items():
-            rows.append((0.0, org_name, "own", gen, gpus, gpus * gens[gen].power_kw / 1000))
+            yield (0.0, org_name, "own", gen, gpus, gpus * gens[gen].power_kw / 1000)
     owner = {info.spec.name: info.spec.org for info in run.model.sites}
     site_mw: dict[str, float] = defaultdict(float)
     site_gpus: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for e in run.world:
         if e.kind == "mw_online":
-            rows.append((e.time, e.org, "own", "", 0.0, e.amount))
+            yield (e.time, e.org, "own", "", 0.0, e.amount)
             site_mw[e.subject] += e.amount
         elif e.kind == "gpus_online":
-            rows.append((e.time, e.org, "own", e.generation, e.amount, 0.0))
+            yield (e.time, e.org, "own", e.generation, e.amount, 0.0)
             site_gpus[e.subject][e.generation] += e.amount
         elif e.kind == "transferred":
             before, owner[e.subject] = owner[e.subject], e.org
-            rows.append((e.time, before, "own", "", 0.0, -site_mw[e.subject]))
-            rows.append((e.time, e.org, "own", "", 0.0, site_mw[e.subject]))
+            yield (e.time, before, "own", "", 0.0, -site_mw[e.subject])
+            yield (e.time, e.org, "own", "", 0.0, site_mw[e.subject])
             for gen, gpus in site_gpus[e.subject].items():
-                rows.append((e.time, before, "own", gen, -gpus, 0.0))
-                rows.append((e.time, e.org, "own", gen, gpus, 0.0))
+                yield (e.time, before, "own", gen, -gpus, 0.0)
+                yield (e.time, e.org, "own", gen, gpus, 0.0)
         elif e.kind in ("lease_delivered", "lease_ended"):
             sign = 1 if e.kind == "lease_delivered" else -1
             mw = e.amount * gens[e.generation].power_kw / 1000
-            rows.append((e.time, e.org, "lease", e.generation, sign * e.amount, sign * mw))
-    table = pd.DataFrame(rows, columns=_DELTA_COLUMNS)
+            yield (e.time, e.org, "lease", e.generation, sign * e.amount, sign * mw)
+
+
+def capacity_deltas(run: Run) -> pd.DataFrame:
+    """:func:`iter_deltas` as a DataFrame."""
+    table = pd.DataFrame(list(iter_deltas(run)), columns=_DELTA_COLUMNS)
     return table.astype(
         {"time": float, "org": str, "source": str, "generation": str, "gpus": float, "mw": float}
     )
@@ -117,36 +121,29 @@ def milestone_times(
     """The first model time each milestone is reached (NaN if never by the horizon).
 
     Capacity is the ``org``'s own plus leased (default: the scenario's perspective org); with no
-    perspective, all orgs' own capacity together.
+    perspective, all orgs' own capacity together. Pure Python over the event log: this runs once
+    per Monte Carlo replication.
     """
     scenario = run.model.scenario
     milestones = scenario.milestones if milestones is None else milestones
     org = org or scenario.lab
-    table = capacity_table(run)
-    if org is not None:
-        series = table[table["org"] == org].set_index("time")
-        level = {
-            "mw": series["mw_online"],
-            "gpus": series["gpus_online"],
-            "pflops": series["pflops_online"],
-        }
-    else:
-        wide = table.pivot_table(
-            index="time", columns="org", values=["mw_own", "gpus_online", "pflops_online"]
-        )
-        wide = wide.ffill().fillna(0.0)
-        level = {
-            "mw": wide["mw_own"].sum(axis=1),
-            "gpus": wide["gpus_online"].sum(axis=1),
-            "pflops": wide["pflops_online"].sum(axis=1),
-        }
-    out: dict[Milestone, float] = {}
-    for m in milestones:
-        measure, target = next(
-            (k, v) for k in ("mw", "gpus", "pflops") if (v := getattr(m, k)) is not None
-        )
-        reached = level[measure][level[measure] >= target - 1e-9]
-        out[m] = float(reached.index.min()) if len(reached) else math.nan
+    pflops = {name: g.pflops for name, g in scenario.generations.items()}
+    level = {"mw": 0.0, "gpus": 0.0, "pflops": 0.0}
+    out = dict.fromkeys(milestones, math.nan)
+    pending = list(milestones)
+    for time, who, source, gen, gpus, mw in iter_deltas(run):
+        if (who != org) if org is not None else (source != "own"):
+            continue
+        level["mw"] += mw
+        level["gpus"] += gpus
+        level["pflops"] += gpus * pflops.get(gen, 0.0)
+        for m in list(pending):
+            measure, target = m.measure
+            if level[measure] >= target - 1e-9:
+                out[m] = time
+                pending.remove(m)
+        if not pending:
+            break
     return out
 
 

@@ -361,6 +361,11 @@ class Milestone(SchemaModel):
         return self
 
     @property
+    def measure(self) -> tuple[str, float]:
+        """(``"mw"``, ``"gpus"`` or ``"pflops"``, the level)."""
+        return next((k, v) for k in ("mw", "gpus", "pflops") if (v := getattr(self, k)) is not None)
+
+    @property
     def label(self) -> str:
         if self.mw is not None:
             return f"{self.mw / 1000:g} GW" if self.mw >= 1000 else f"{self.mw:g} MW"
