@@ -18,11 +18,11 @@ import math
 from collections import defaultdict
 from collections.abc import Iterator
 
-import numpy as np
 import pandas as pd
 
 from capsim.engine import Run
 from capsim.results import to_dates
+from capsim.units import DAYS_PER
 from capsim.world import Milestone
 
 _DELTA_COLUMNS = ["time", "org", "source", "generation", "gpus", "mw"]
@@ -150,10 +150,9 @@ def milestone_times(
 def gpu_hours(run: Run, org: str) -> float:
     """GPU-hours the ``org`` had online (own and leased) between the start and the horizon."""
     scenario = run.model.scenario
-    deltas = capacity_deltas(run)
-    mine = deltas[deltas["org"] == org].sort_values("time", kind="stable")
-    hours_per_unit = (
-        24 * {"days": 1, "weeks": 7, "months": 365.25 / 12, "years": 365.25}[scenario.time_unit]
+    hours_per_unit = 24 * DAYS_PER[scenario.time_unit]
+    return hours_per_unit * sum(
+        gpus * max(scenario.horizon - time, 0.0)
+        for time, who, _, _, gpus, _ in iter_deltas(run)
+        if who == org
     )
-    remaining = np.clip(scenario.horizon - mine["time"].to_numpy(), 0, None)
-    return float((mine["gpus"].to_numpy() * remaining).sum() * hours_per_unit)
