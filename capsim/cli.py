@@ -248,6 +248,133 @@ def _write_outputs(out: Path, writers: dict[str, Callable[[Path], None]]) -> Non
 
 
 @app.command()
+def mc(
+    file: ScenarioFile = None,
+    reps: Annotated[int, typer.Option(min=1, help="Number of replications.")] = 1000,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Root seed; default: the scenario's own seed.")
+    ] = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="The strategy to simulate (required if there are any).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
+    dask: Annotated[
+        str | None,
+        typer.Option(help="Run on Dask: a scheduler address, or 'local' for a LocalCluster."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for chunks and results (resumable).")] = Path(
+        "capsim-mc"
+    ),
+    by: Annotated[
+        list[str] | None,
+        typer.Option(help="Also give the probability of reaching each milestone by this date."),
+    ] = None,
+    until_stable: Annotated[
+        str | None,
+        typer.Option(
+            help="Stop once P50 and P90 move less than this between checkpoints, e.g. 0.5%."
+        ),
+    ] = None,
+) -> None:
+    """Run many replications (Monte Carlo) and summarise milestones (P10/P50/P90, mean with a
+    95% CI, probability by a date) and costs; write replications.csv and summary.csv. Results do
+    not depend on --workers or --dask; an interrupted run resumes from its last complete chunk.
+
+    Example: [bold]capsim mc scenarios/portfolio.yaml --reps 2000 --workers 2 --by 2030-01-01[/bold]
+    """
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from capsim.experiments import DaskExecutor, LocalExecutor, monte_carlo
+
+    scenario = _load(file)
+    seed = scenario.seed if seed is None else seed
+    if strategy is None and scenario.strategies:
+        raise CapsimError(
+            f"{scenario.name} has strategies ({', '.join(scenario.strategies)}): pick one with "
+            "--strategy, or compare them with capsim compare"
+        )
+    dates = [_parse_date(text, "--by") for text in by or []]
+    tolerance = _parse_fraction(until_stable) if until_stable else None
+    executor = DaskExecutor(dask, workers=max(workers, 2)) if dask else LocalExecutor(workers)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=errors, transient=True) as bar:
+        task = bar.add_task("replications", total=reps)
+        result = monte_carlo(
+            scenario, reps=reps, seed=seed, strategy=strategy, executor=executor, out=out,
+            by=dates, until_stable=tolerance,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )  # fmt: skip
+    milestones, costs = result.milestones, result.costs
+    _write_outputs(
+        out,
+        {
+            "replications.csv": _csv_writer(result.replications),
+            "summary.csv": lambda p: milestones.to_csv(p, index_label="milestone"),
+            "costs_summary.csv": lambda p: costs.to_csv(p, index_label="cost"),
+        },
+    )
+    n = len(result.replications)
+    console.print(
+        f"[bold]{scenario.name}[/bold]"
+        + (f", strategy {strategy}" if strategy else "")
+        + f": {n} replications, seed {seed}"
+        + (" (stopped once stable)" if n < reps else "")
+    )
+    _print_frame(milestones.rename_axis("milestone"), "Milestones (calendar dates)")
+    if len(costs):
+        _print_frame(
+            (costs / 1e9).where(costs.index != "usd_per_gpu_hour", costs),
+            "Costs (USD bn; USD per GPU-hour)",
+        )
+    failed = result.failed
+    if len(failed):
+        first = int(failed["replication"].iloc[0])
+        console.print(
+            f"[red]{len(failed)} replication(s) failed[/red], e.g. {first}: "
+            f"{escape(failed['error'].iloc[0].split(' | ')[0])}. Reproduce one with: capsim run "
+            f"{file or ''} --seed {seed} --replication {first}"
+            + (f" --strategy {strategy}" if strategy else "")
+        )
+    console.print(
+        f"Wrote replications.csv, summary.csv and costs_summary.csv to [bold]{out}[/bold]"
+    )
+
+
+def _parse_date(text: str, option: str):
+    import pandas as pd
+
+    try:
+        return pd.Timestamp(text)
+    except ValueError:
+        raise CapsimError(f"{option}: cannot read {text!r} as a date (YYYY-MM-DD)") from None
+
+
+def _parse_fraction(text: str) -> float:
+    try:
+        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        raise CapsimError(
+            f"--until-stable: expected a fraction such as 0.5% or 0.005, got {text!r}"
+        ) from None
+    if not 0 < value < 1:
+        raise CapsimError(f"--until-stable must be between 0 and 100%, got {text!r}")
+    return value
+
+
+@app.command()
 def validate(
     file: Annotated[Path, typer.Argument(help="Scenario YAML file.", show_default=False)],
 ) -> None:

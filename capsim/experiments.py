@@ -1,0 +1,383 @@
+"""Monte Carlo experiments: many replications of one scenario and strategy, run in chunks on local
+processes or a Dask cluster, written to disk as they complete, and summarised.
+
+Replication ``i`` always draws from ``SeedSequence(seed, spawn_key=(i,))``, so its result does not
+depend on the number of workers, the chunking, the machine or on being resumed. A chunk is written
+atomically (a temporary file, then a rename); running the same experiment again into the same
+folder skips the chunks already there.
+
+>>> from capsim.loader import load_scenario, shipped_scenario
+>>> mc = monte_carlo(load_scenario(shipped_scenario("greenfield-campus")), reps=40, seed=1)
+>>> len(mc.replications), list(mc.milestones.index)
+(40, ['1 GW', '5 GW', 'all sites online'])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from capsim import __version__
+from capsim.capacity import milestone_times
+from capsim.costs import cost_summary
+from capsim.errors import CapsimError
+from capsim.model import Model, replication_rng
+from capsim.schema import Scenario
+
+CHUNK_SIZE = 100
+MANIFEST = "manifest.json"
+NOTABLE_COUNTS = ("paused", "cancelled", "transferred", "lease_late", "lease_terminated")
+
+
+def column_key(label: str) -> str:
+    """A milestone label as a column-name fragment: ``"1 GW"`` -> ``"1GW"``."""
+    return re.sub(r"[^0-9A-Za-z.]+", "", label)
+
+
+def replication_row(model: Model, seed: int, replication: int) -> dict[str, Any]:
+    """One replication reduced to one row: milestone times, each site's online time, costs of the
+    perspective org, counts of notable events. A replication that raises gives a row with
+    ``failed`` set and the error, so that a batch goes on."""
+    row: dict[str, Any] = {
+        "replication": replication,
+        "failed": False,
+        "error": "",
+        "finished": False,
+    }
+    try:
+        run = model.run(model.draw(replication_rng(seed, replication)))
+        row["finished"] = run.finished
+        for milestone, t in milestone_times(run).items():
+            row[f"t_{column_key(milestone.label)}"] = t
+        online = []
+        for info in model.sites:
+            if info.active:
+                finish = run.finish[list(info.tasks)]
+                t = float(finish.max()) if not np.isnan(finish).any() else math.nan
+                online.append(t)
+                row[f"online:{info.spec.name}"] = t
+        row["t_all_online"] = (
+            max(online) if online and not any(map(math.isnan, online)) else math.nan
+        )
+        lab = model.scenario.lab
+        if lab is not None:
+            costs = cost_summary(run, lab)
+            for key in ("capex", "opex", "npv_cost", "usd_per_gpu_hour"):
+                row[key] = costs[key]
+        kinds = [e.kind for e in run.world]
+        for kind in NOTABLE_COUNTS:
+            row[f"n_{kind}"] = kinds.count(kind)
+    except Exception as exc:
+        row["failed"] = True
+        row["error"] = f"{type(exc).__name__}: {exc} | " + traceback.format_exc(limit=-1).strip()
+    return row
+
+
+# -- running chunks -------------------------------------------------------------------------------
+
+_MODELS: dict[tuple[str, str | None], Model] = {}
+
+
+def run_chunk(
+    scenario: Scenario, strategy: str | None, seed: int, start: int, stop: int
+) -> pd.DataFrame:
+    """Replications ``start`` to ``stop - 1`` as rows. Compiles the model once per process."""
+    key = (fingerprint(scenario), strategy)
+    model = _MODELS.get(key)
+    if model is None:
+        model = _MODELS[key] = Model(scenario, strategy)
+    return pd.DataFrame([replication_row(model, seed, i) for i in range(start, stop)])
+
+
+def fingerprint(scenario: Scenario) -> str:
+    """A hash of the validated scenario: two runs share chunks only if it is equal."""
+    return hashlib.sha256(scenario.model_dump_json(by_alias=True).encode()).hexdigest()[:16]
+
+
+class Executor:
+    """Runs chunks somewhere and yields them as they complete (in any order)."""
+
+    def map_chunks(
+        self, tasks: list[tuple[int, int]], args: tuple
+    ) -> Iterator[tuple[int, pd.DataFrame]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release workers."""
+
+
+class LocalExecutor(Executor):
+    """``workers`` processes on this machine (in-process for one worker)."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+        self._pool = None
+
+    def map_chunks(
+        self, tasks: list[tuple[int, int]], args: tuple
+    ) -> Iterator[tuple[int, pd.DataFrame]]:
+        if self.workers == 1:
+            for start, stop in tasks:
+                yield start, run_chunk(*args, start, stop)
+            return
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        if self._pool is None:
+            # fork is cheap and inherits imports; every result depends only on (seed, replication)
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context(method))
+        futures = {self._pool.submit(run_chunk, *args, start, stop): start for start, stop in tasks}
+        for future in cf.as_completed(futures):
+            yield futures[future], future.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+class DaskExecutor(Executor):
+    """A Dask distributed cluster: ``"local"`` starts a LocalCluster of processes, anything else
+    is the address of a running scheduler."""
+
+    def __init__(self, address: str, workers: int = 2) -> None:
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError:
+            raise CapsimError("--dask needs dask.distributed: pip install 'capsim[dask]'") from None
+        self._cluster = None
+        try:
+            if address == "local":
+                self._cluster = LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+                )
+                self.client = Client(self._cluster)
+            else:
+                self.client = Client(address, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise CapsimError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+
+    def map_chunks(
+        self, tasks: list[tuple[int, int]], args: tuple
+    ) -> Iterator[tuple[int, pd.DataFrame]]:
+        from dask.distributed import as_completed
+
+        scenario = self.client.scatter(args[0], broadcast=True)
+        futures = {
+            self.client.submit(run_chunk, scenario, *args[1:], start, stop, pure=False): start
+            for start, stop in tasks
+        }
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+    def close(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+# -- the experiment -------------------------------------------------------------------------------
+
+
+@dataclass
+class MonteCarloResult:
+    """What a Monte Carlo run produced: one row per replication, and summaries."""
+
+    scenario: Scenario
+    strategy: str | None
+    seed: int
+    replications: pd.DataFrame
+    by: list[pd.Timestamp] = field(default_factory=list)
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        """Replications that raised, with their errors."""
+        return self.replications[self.replications["failed"]]
+
+    @property
+    def milestones(self) -> pd.DataFrame:
+        """Per milestone (each capacity level, each site online, all sites online): how often it
+        was reached by the horizon, P10/P50/P90 and the mean with a 95% confidence interval (as
+        calendar dates), and the probability of reaching it by each ``by`` date."""
+        ok = self.replications[~self.replications["failed"]]
+        columns = [c for c in ok.columns if c.startswith("t_") and c != "t_all_online"]
+        labels = {f"t_{column_key(m.label)}": m.label for m in self.scenario.milestones}
+        rows = {}
+        for column in [
+            *columns,
+            "t_all_online",
+            *(c for c in ok.columns if c.startswith("online:")),
+        ]:
+            if column not in ok:
+                continue
+            name = labels.get(column) or (
+                "all sites online"
+                if column == "t_all_online"
+                else column.removeprefix("online:") + " online"
+            )
+            rows[name] = self._stats(ok[column].to_numpy(dtype=float))
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def _stats(self, times: np.ndarray) -> dict[str, Any]:
+        reached = times[~np.isnan(times)]
+        out: dict[str, Any] = {"reached": len(reached) / len(times) if len(times) else math.nan}
+        if len(reached):
+            p10, p50, p90 = np.percentile(reached, [10, 50, 90])
+            mean = reached.mean()
+            half = (
+                1.96 * reached.std(ddof=1) / math.sqrt(len(reached))
+                if len(reached) > 1
+                else math.nan
+            )
+            for key, t in (("P10", p10), ("P50", p50), ("P90", p90), ("mean", mean)):
+                out[key] = self._date(t)
+            out["mean 95% CI ±days"] = half * self._days_per_unit()
+        for date in self.by:
+            t = (date.date() - self.scenario.start).days / self._days_per_unit()
+            out[f"P(by {date.date()})"] = float(np.mean(np.nan_to_num(times, nan=math.inf) <= t))
+        return out
+
+    def _days_per_unit(self) -> float:
+        from capsim.units import DAYS_PER
+
+        return DAYS_PER[self.scenario.time_unit]
+
+    def _date(self, t: float) -> pd.Timestamp:
+        return (
+            pd.Timestamp(self.scenario.start)
+            + pd.to_timedelta(t * self._days_per_unit() + 1e-6, unit="D")
+        ).floor("D")
+
+    @property
+    def costs(self) -> pd.DataFrame:
+        """P10/P50/P90 and mean of the perspective org's costs (USD)."""
+        ok = self.replications[~self.replications["failed"]]
+        columns = [c for c in ("capex", "opex", "npv_cost", "usd_per_gpu_hour") if c in ok]
+        if not columns:
+            return pd.DataFrame(columns=["10%", "50%", "90%", "mean"])
+        return ok[columns].describe(percentiles=[0.1, 0.5, 0.9]).T[["10%", "50%", "90%", "mean"]]
+
+
+def monte_carlo(
+    scenario: Scenario,
+    *,
+    reps: int,
+    seed: int,
+    strategy: str | None = None,
+    workers: int = 1,
+    executor: Executor | None = None,
+    out: Path | None = None,
+    by: list[pd.Timestamp] | None = None,
+    until_stable: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> MonteCarloResult:
+    """Run ``reps`` replications of ``scenario`` (one ``strategy``) and summarise them.
+
+    ``out`` keeps completed chunks (resumable); ``until_stable`` (e.g. 0.005) stops early, at a
+    checkpoint every 500 replications, once every milestone's P50 and P90 moved by less than that
+    fraction of the elapsed time since the start over the last checkpoint.
+    """
+    if reps < 1:
+        raise CapsimError(f"--reps must be at least 1, got {reps}")
+    Model(scenario, strategy)  # an unknown strategy fails here, before any work
+    executor = executor or LocalExecutor(workers)
+    chunks = Path(out) / "chunks" if out is not None else None
+    done: dict[int, pd.DataFrame] = {}
+    if chunks is not None:
+        _claim(Path(out), scenario, strategy, seed)
+        for path in sorted(chunks.glob("*.parquet")):
+            start = int(path.stem)
+            if start < reps:
+                done[start] = pd.read_parquet(path)
+    plan = [(s, min(s + CHUNK_SIZE, reps)) for s in range(0, reps, CHUNK_SIZE)]
+    todo = [(s, e) for s, e in plan if s not in done or len(done[s]) != e - s]
+    checkpoint = 500
+    try:
+        if progress:
+            progress(sum(len(done[s]) for s, _ in plan if s in done), reps)
+        for start, rows in executor.map_chunks(todo, (scenario, strategy, seed)):
+            done[start] = rows
+            if chunks is not None:
+                _write_atomically(rows, chunks / f"{start:09d}.parquet")
+            if progress:
+                progress(sum(len(r) for r in done.values()), reps)
+            if until_stable is not None:
+                stop = _stable_prefix(done, plan, checkpoint, until_stable, scenario)
+                if stop is not None:
+                    plan = [(s, e) for s, e in plan if e <= stop]
+                    break
+    finally:
+        executor.close()
+    frames = [done[s] for s, _ in plan if s in done]
+    replications = pd.concat(frames, ignore_index=True).sort_values("replication", kind="stable")
+    return MonteCarloResult(scenario, strategy, seed, replications.reset_index(drop=True), by or [])
+
+
+def _stable_prefix(
+    done: dict, plan: list, every: int, tol: float, scenario: Scenario
+) -> int | None:
+    """The first checkpoint (a multiple of ``every`` replications, all chunks before it done) at
+    which P50 and P90 of every milestone moved by less than ``tol`` since the previous one."""
+    complete = 0
+    for start, stop in plan:
+        if start not in done:
+            break
+        complete = stop
+    previous = None
+    for point in range(every, complete + 1, every):
+        rows = pd.concat([done[s] for s, e in plan if e <= point], ignore_index=True)
+        columns = [c for c in rows.columns if c.startswith("t_")]
+        current = rows[columns].quantile([0.5, 0.9]).to_numpy()
+        if previous is not None:
+            scale = np.maximum(np.abs(previous), 1.0)
+            change = np.nan_to_num(np.abs(current - previous) / scale, nan=0.0)
+            if np.all(change < tol):
+                return point
+        previous = current
+    return None
+
+
+def _claim(out: Path, scenario: Scenario, strategy: str | None, seed: int) -> None:
+    """Create ``out`` for this experiment, or check that the chunks already there are its own."""
+    manifest = {
+        "capsim": __version__, "scenario": scenario.name, "fingerprint": fingerprint(scenario),
+        "strategy": strategy, "seed": seed, "chunk_size": CHUNK_SIZE,
+    }  # fmt: skip
+    path = out / MANIFEST
+    if path.exists():
+        found = json.loads(path.read_text())
+        differs = [k for k in manifest if found.get(k) != manifest[k]]
+        if differs:
+            what = ", ".join(f"{k}: {found.get(k)!r}" for k in differs)
+            raise CapsimError(
+                f"{out} holds another run's chunks ({what}); use another --out folder or delete it"
+            )
+        return
+    if out.exists() and any(out.iterdir()):
+        raise CapsimError(f"{out} exists and is not a capsim Monte Carlo folder; use another --out")
+    (out / "chunks").mkdir(parents=True, exist_ok=True)
+    _write_text_atomically(json.dumps(manifest, indent=2), path)
+
+
+def _write_atomically(rows: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    rows.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _write_text_atomically(text: str, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
