@@ -59,6 +59,9 @@ def run(
         str | None,
         typer.Option(help="Run this strategy only; default: every strategy of the scenario."),
     ] = None,
+    replication: Annotated[
+        int, typer.Option(min=0, help="Which replication of the seed (as numbered by capsim mc).")
+    ] = 0,
     out: Annotated[Path, typer.Option(help="Folder for the tables and the Gantt chart.")] = Path(
         "capsim-output"
     ),
@@ -81,7 +84,7 @@ def run(
     runs = {}
     for name in names:
         model = Model(scenario, name)
-        runs[name] = model.run(model.draw(replication_rng(seed)))
+        runs[name] = model.run(model.draw(replication_rng(seed, replication)))
     per_run = {name: run_tables(r) for name, r in runs.items()}
     tables = {
         stem: pd.concat(
@@ -142,17 +145,27 @@ def _print_run(scenario: Scenario, seed: int, runs: dict, tables: dict) -> None:
             _print_blockages(run.blockages, name)
 
 
-def _print_frame(df, title: str) -> None:
+_SHARES = ("reached", "P(by", "wins")
+
+
+def _print_frame(df, title: str, shares: bool = False) -> None:
+    """Print a DataFrame as a rich table; rows or columns about shares (``reached``, ``P(by``,
+    or all cells with ``shares``) print as percentages."""
     table = Table(title=title, title_justify="left")
     table.add_column(str(df.index.name or ""), style="bold")
     for column in df.columns:
         table.add_column(str(column), justify="right")
     for index, row in df.iterrows():
-        table.add_row(str(index), *(_cell(v) for v in row))
+        label = " ".join(map(str, index)) if isinstance(index, tuple) else str(index)
+        cells = [
+            _cell(v, shares or any(s in f"{label} {c}" for s in _SHARES))
+            for c, v in zip(df.columns, row, strict=True)
+        ]
+        table.add_row(escape(label), *cells)
     console.print(table)
 
 
-def _cell(value: object) -> str:
+def _cell(value: object, share: bool = False) -> str:
     import pandas as pd
 
     if value is None or (isinstance(value, float) and value != value) or value is pd.NaT:
@@ -160,6 +173,8 @@ def _cell(value: object) -> str:
     if isinstance(value, pd.Timestamp):
         return value.date().isoformat()
     if isinstance(value, float | int) and not isinstance(value, bool):
+        if share:
+            return f"{value:.0%}"
         return f"{value:,.2f}" if abs(value) < 100 and value != int(value) else f"{value:,.0f}"
     return escape(str(value))
 
@@ -282,15 +297,7 @@ def mc(
 
     Example: [bold]capsim mc scenarios/portfolio.yaml --reps 2000 --workers 2 --by 2030-01-01[/bold]
     """
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from capsim.experiments import DaskExecutor, LocalExecutor, monte_carlo
+    from capsim.experiments import monte_carlo
 
     scenario = _load(file)
     seed = scenario.seed if seed is None else seed
@@ -301,22 +308,25 @@ def mc(
         )
     dates = [_parse_date(text, "--by") for text in by or []]
     tolerance = _parse_fraction(until_stable) if until_stable else None
-    executor = DaskExecutor(dask, workers=max(workers, 2)) if dask else LocalExecutor(workers)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=errors, transient=True) as bar:
-        task = bar.add_task("replications", total=reps)
-        result = monte_carlo(
-            scenario, reps=reps, seed=seed, strategy=strategy, executor=executor, out=out,
-            by=dates, until_stable=tolerance,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )  # fmt: skip
+    executor = _executor(dask, workers)
+    try:
+        with _progress() as bar:
+            task = bar.add_task("replications", total=reps)
+            result = monte_carlo(
+                scenario,
+                reps=reps,
+                seed=seed,
+                strategy=strategy,
+                workers=workers,
+                executor=executor,
+                out=out,
+                by=dates,
+                until_stable=tolerance,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    finally:
+        if executor is not None:
+            executor.close()
     milestones, costs = result.milestones, result.costs
     _write_outputs(
         out,
@@ -350,6 +360,119 @@ def mc(
         )
     console.print(
         f"Wrote replications.csv, summary.csv and costs_summary.csv to [bold]{out}[/bold]"
+    )
+
+
+@app.command()
+def compare(
+    file: ScenarioFile = None,
+    strategies: Annotated[
+        str | None, typer.Option(help="Comma-separated strategies; default: all of them.")
+    ] = None,
+    reps: Annotated[int, typer.Option(min=1, help="Replications per strategy.")] = 500,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Root seed; default: the scenario's own seed.")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
+    dask: Annotated[
+        str | None,
+        typer.Option(help="Run on Dask: a scheduler address, or 'local' for a LocalCluster."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for chunks and results (resumable).")] = Path(
+        "capsim-compare"
+    ),
+) -> None:
+    """Compare strategies with common random numbers: replication i of every strategy shares the
+    draws of the world they share. Prints P50/P90 side by side, the paired difference of each
+    milestone and cost against the first strategy (with a 95% CI) and how often each wins.
+
+    Example: [bold]capsim compare scenarios/stargate-pivot.yaml --strategies build,lease[/bold]
+    """
+    from capsim.experiments import compare as run_comparison
+
+    scenario = _load(file)
+    seed = scenario.seed if seed is None else seed
+    names = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
+    executor = _executor(dask, workers)
+    try:
+        with _progress() as bar:
+            tasks: dict[str, int] = {}
+
+            def report(name: str, done: int, total: int) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(name, total=total)
+                bar.update(tasks[name], completed=done, total=total)
+
+            result = run_comparison(
+                scenario,
+                strategies=names,
+                reps=reps,
+                seed=seed,
+                workers=workers,
+                executor=executor,
+                out=out,
+                progress=report,
+            )
+    finally:
+        if executor is not None:
+            executor.close()
+    side, diffs, wins = result.side_by_side, result.differences, result.wins
+    _write_outputs(
+        out,
+        {
+            "side_by_side.csv": lambda p: side.to_csv(p, index_label="strategy"),
+            "differences.csv": _csv_writer(diffs),
+            "wins.csv": lambda p: wins.to_csv(p, index_label="measure"),
+        },
+    )
+    console.print(
+        f"[bold]{scenario.name}[/bold]: {', '.join(result.results)}; {reps} replications each, "
+        f"seed {seed}, common random numbers"
+    )
+    _print_frame(
+        side.T.rename_axis("measure"),
+        "Side by side (P50/P90 dates, share reached, mean costs in USD)",
+    )
+    first = next(iter(result.results))
+    _print_frame(
+        diffs.set_index(["strategy", "measure"]).drop(columns="versus"),
+        f"Paired differences against {first} (negative: earlier or cheaper)",
+    )
+    _print_frame(
+        wins.rename_axis("measure"),
+        "How often each strategy wins (first, or cheapest)",
+        shares=True,
+    )
+    console.print(f"Wrote side_by_side.csv, differences.csv and wins.csv to [bold]{out}[/bold]")
+
+
+def _executor(dask: str | None, workers: int):
+    """A Dask executor shared by several experiments, or None for local workers."""
+    if dask is None:
+        return None
+    from capsim.experiments import DaskExecutor
+
+    return DaskExecutor(dask, workers=max(workers, 2))
+
+
+def _progress():
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=errors,
+        transient=True,
     )
 
 
