@@ -75,7 +75,7 @@ class _Replication(StageKinds, Offtakes):
         self.pending = list(model.pending)
         self.next_need = [0] * n
         self.gate: dict[int, str] = {}  # what a started task waits on besides time
-        self.priority = [s.sites[t.site].priority for t in model.tasks]
+        self.priority = [model.sites[t.site].priority for t in model.tasks]
         self.pools = {
             name: ResourcePool(name, r.capacity) for name, r in sorted(s.resources.items())
         }
@@ -126,7 +126,7 @@ class _Replication(StageKinds, Offtakes):
         self._open_markets()
         for info in self.model.sites:
             if info.active:
-                self._at(info.spec.start, self._site_starts, info.index)
+                self._at(info.start, self._site_starts, info.index)
         for i, lease in enumerate(self.model.leases):
             if lease.active:
                 self._at(self.values[lease.negotiation_slot], self._lease_signed, i)

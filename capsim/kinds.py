@@ -196,7 +196,7 @@ class StageKinds:
             key,
             self.owner[site],
             gpus * gen.hbm_gb,
-            (tier, self.env.now),
+            (tier, info.rank, self.env.now),
             self._hbm_granted,
         )
 

@@ -19,6 +19,7 @@ True
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,6 +80,9 @@ class SiteInfo:
     has_construction: bool = False
     tranches: tuple[int | None, ...] = ()  # GPUs per tranche; None = as many as its MW powers
     start_risks: tuple[int, ...] = ()
+    start: float = 0.0  # earliest start, after any rollout order
+    priority: int = 0  # for resources, after any rollout order
+    rank: int = 0  # place in the rollout order among its org's HBM orders (0 if unordered)
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,16 @@ class Model:
     pursued; sites and agreements no strategy names are always part of the world.
     """
 
-    def __init__(self, scenario: Scenario, strategy: str | None = None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        strategy: str | None = None,
+        rollout: Sequence[str] | None = None,
+        gap: float = 0.0,
+    ) -> None:
+        """``rollout`` is an order of active sites: the k-th starts no earlier than
+        ``k * gap`` after the start, and the order replaces their resource priorities and ranks
+        their HBM orders among those of equal tier."""
         if strategy is not None and strategy not in scenario.strategies:
             raise CapsimError(did_you_mean(strategy, scenario.strategies, "strategy"))
         self.scenario = scenario
@@ -154,7 +167,9 @@ class Model:
                     )
                 )
             active = site.name in chosen_sites or site.name not in optional_sites
-            self.sites.append(SiteInfo(s, site, active, range(first, len(self.tasks))))
+            info = SiteInfo(s, site, active, range(first, len(self.tasks)))
+            info.start, info.priority = site.start, site.priority
+            self.sites.append(info)
         # kind-specific slots come after all main durations, so plain scenarios keep slot == task
         for i, task in enumerate(self.tasks):
             extra = self._extra_slots(slots, self.sites[task.site].spec, task.spec)
@@ -200,6 +215,14 @@ class Model:
             for name, lease in scenario.leases.items()
         ]
         self.year_starts = _year_starts(scenario)
+        self.rollout = tuple(rollout or ())
+        by_site = {info.spec.name: info for info in self.sites if info.active}
+        for position, name in enumerate(self.rollout):
+            if name not in by_site:
+                raise CapsimError(did_you_mean(name, by_site, "active site") + " (in the rollout)")
+            info = by_site[name]
+            info.start = max(info.spec.start, position * gap)
+            info.priority = info.rank = position
 
         groups: dict[Distribution, list[int]] = {}
         for slot, dist in enumerate(slots.dists):
