@@ -473,7 +473,7 @@ def order(
     resources first) with common random numbers: every permutation up to 8 sites, greedy plus
     pairwise swaps beyond. Shows the best orderings and the gain over the scenario's own order.
 
-    Example: [bold]capsim order scenarios/stargate-pivot.yaml --strategy build --gap "6 months"[/bold]
+    Example: [bold]capsim order scenarios/stargate-pivot.yaml --strategy build --gap 6mo[/bold]
     """
     from capsim.ordering import search
     from capsim.units import to_time_unit
