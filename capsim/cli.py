@@ -329,12 +329,15 @@ def mc(
         if executor is not None:
             executor.close()
     milestones, costs = result.milestones, result.costs
+    stages, sensitivity = result.stages, result.sensitivity()
     _write_outputs(
         out,
         {
             "replications.csv": _csv_writer(result.replications),
             "summary.csv": lambda p: milestones.to_csv(p, index_label="milestone"),
             "costs_summary.csv": lambda p: costs.to_csv(p, index_label="cost"),
+            "stages.csv": _csv_writer(stages),
+            "sensitivity.csv": lambda p: sensitivity.to_csv(p),
         },
     )
     n = len(result.replications)
@@ -346,9 +349,26 @@ def mc(
     )
     _print_frame(milestones.rename_axis("milestone"), "Milestones (calendar dates)")
     if len(costs):
+        scaled = costs.copy()
+        billions = scaled.index != "usd_per_gpu_hour"
+        scaled.loc[billions] = scaled.loc[billions] / 1e9
+        names = {
+            "capex": "CapEx (USD bn)",
+            "opex": "OpEx (USD bn)",
+            "npv_cost": "NPV of cost (USD bn)",
+            "usd_per_gpu_hour": "USD per GPU-hour",
+        }
+        _print_frame(scaled.rename(index=names).rename_axis("cost"), f"Costs of {scenario.lab}")
+    critical = stages.sort_values("criticality (site online)", ascending=False).head(10)
+    _print_frame(
+        critical.set_index(["site", "stage"]).drop(columns="finished"),
+        f"Most critical stages (mean and sd in {scenario.time_unit}; criticality: share of "
+        "replications on the chain that decided the site's online date)",
+    )
+    if len(sensitivity):
         _print_frame(
-            (costs / 1e9).where(costs.index != "usd_per_gpu_hour", costs),
-            "Costs (USD bn; USD per GPU-hour)",
+            sensitivity.head(10),
+            "What moves the milestones most (Spearman rank correlation with each sampled input)",
         )
     failed = result.failed
     if len(failed):
@@ -360,7 +380,8 @@ def mc(
             + (f" --strategy {strategy}" if strategy else "")
         )
     console.print(
-        f"Wrote replications.csv, summary.csv and costs_summary.csv to [bold]{out}[/bold]"
+        "Wrote replications.csv, summary.csv, costs_summary.csv, stages.csv and sensitivity.csv "
+        f"to [bold]{out}[/bold]"
     )
 
 

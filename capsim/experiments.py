@@ -33,6 +33,7 @@ from capsim.capacity import milestone_times
 from capsim.costs import cost_summary
 from capsim.errors import CapsimError
 from capsim.model import Model, replication_rng
+from capsim.records import Run
 from capsim.schema import Scenario
 
 CHUNK_SIZE = 100
@@ -45,10 +46,89 @@ def column_key(label: str) -> str:
     return re.sub(r"[^0-9A-Za-z.]+", "", label)
 
 
-def replication_row(model: Model, seed: int, replication: int) -> dict[str, Any]:
+class StageTally:
+    """Per-stage sums over replications, merged by addition (so memory does not grow with the
+    number of replications): waits and durations, and how often each stage lay on the chain of
+    stages that decided when its site came online (``critical_site``) and when the last site came
+    online (``critical_last``)."""
+
+    FIELDS = ("n", "wait", "wait_sq", "duration", "duration_sq", "critical_site", "critical_last")
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.tasks = np.array(model.active_tasks, dtype=int)
+        self.sums = np.zeros((len(self.FIELDS), len(self.tasks)))
+        self.replications = 0
+
+    def add(self, run: Run) -> None:
+        ready, start, finish = run.ready[self.tasks], run.start[self.tasks], run.finish[self.tasks]
+        done = ~np.isnan(finish)
+        wait = np.where(done, start - ready, 0.0)
+        duration = np.where(done, finish - start, 0.0)
+        on_site, on_last = critical_chains(run)
+        position = {t: k for k, t in enumerate(self.tasks)}
+        critical_site = np.zeros(len(self.tasks))
+        critical_last = np.zeros(len(self.tasks))
+        critical_site[[position[t] for t in on_site]] = 1
+        critical_last[[position[t] for t in on_last]] = 1
+        rows = (
+            done,
+            wait,
+            wait * wait,
+            duration,
+            duration * duration,
+            critical_site,
+            critical_last,
+        )
+        self.sums += np.vstack(rows)
+        self.replications += 1
+
+    def frame(self) -> pd.DataFrame:
+        """The sums as a table, one row per active site x stage."""
+        table = pd.DataFrame(self.sums.T, columns=list(self.FIELDS))
+        table.insert(0, "task", self.tasks)
+        table.insert(1, "replications", self.replications)
+        return table
+
+
+def critical_chains(run: Run) -> tuple[set[int], set[int]]:
+    """The stages that decided when each site came online (walking back from its last stage
+    through the predecessor that finished last), and the chain of the last site to come online.
+
+    >>> from capsim.loader import load_scenario, shipped_scenario
+    >>> model = Model(load_scenario(shipped_scenario("greenfield-campus")))
+    >>> sites, last = critical_chains(model.run(model.mean_durations()))
+    >>> sorted(model.tasks[t].stage for t in last)
+    ['commissioning', 'construction', 'permit_amendment']
+    """
+    model = run.model
+    chains: dict[int, set[int]] = {}
+    online: dict[int, float] = {}
+    for info in model.sites:
+        finish = run.finish[list(info.tasks)]
+        if not info.active or np.isnan(finish).any():
+            continue
+        task = info.tasks[int(np.argmax(finish))]
+        chain = {task}
+        while model.tasks[task].predecessors:
+            before = max(model.tasks[task].predecessors, key=lambda p: run.finish[p])
+            if run.finish[before] < run.ready[task] - 1e-9:
+                break  # it became ready at the site's start, not when a predecessor finished
+            task = before
+            chain.add(task)
+        chains[info.index] = chain
+        online[info.index] = float(finish.max())
+    on_site = set().union(*chains.values()) if chains else set()
+    last = chains[max(online, key=online.get)] if online else set()
+    return on_site, last
+
+
+def replication_row(
+    model: Model, seed: int, replication: int, tally: StageTally | None = None
+) -> dict[str, Any]:
     """One replication reduced to one row: milestone times, each site's online time, costs of the
-    perspective org, counts of notable events. A replication that raises gives a row with
-    ``failed`` set and the error, so that a batch goes on."""
+    perspective org, counts of notable events; its stages are added to ``tally``. A replication
+    that raises gives a row with ``failed`` set and the error, so that a batch goes on."""
     row: dict[str, Any] = {
         "replication": replication,
         "failed": False,
@@ -78,6 +158,8 @@ def replication_row(model: Model, seed: int, replication: int) -> dict[str, Any]
         kinds = [e.kind for e in run.world]
         for kind in NOTABLE_COUNTS:
             row[f"n_{kind}"] = kinds.count(kind)
+        if tally is not None:
+            tally.add(run)
     except Exception as exc:
         row["failed"] = True
         row["error"] = f"{type(exc).__name__}: {exc} | " + traceback.format_exc(limit=-1).strip()
@@ -87,17 +169,19 @@ def replication_row(model: Model, seed: int, replication: int) -> dict[str, Any]
 # -- running chunks -------------------------------------------------------------------------------
 
 _MODELS: dict[tuple[str, str | None], Model] = {}
+Chunk = tuple[pd.DataFrame, pd.DataFrame]  # rows, stage tally
 
 
-def run_chunk(
-    scenario: Scenario, strategy: str | None, seed: int, start: int, stop: int
-) -> pd.DataFrame:
-    """Replications ``start`` to ``stop - 1`` as rows. Compiles the model once per process."""
+def run_chunk(scenario: Scenario, strategy: str | None, seed: int, start: int, stop: int) -> Chunk:
+    """Replications ``start`` to ``stop - 1``: their rows, and their stages' tally. Compiles the
+    model once per process."""
     key = (fingerprint(scenario), strategy)
     model = _MODELS.get(key)
     if model is None:
         model = _MODELS[key] = Model(scenario, strategy)
-    return pd.DataFrame([replication_row(model, seed, i) for i in range(start, stop)])
+    tally = StageTally(model)
+    rows = pd.DataFrame([replication_row(model, seed, i, tally) for i in range(start, stop)])
+    return rows, tally.frame()
 
 
 def fingerprint(scenario: Scenario) -> str:
@@ -108,9 +192,7 @@ def fingerprint(scenario: Scenario) -> str:
 class Executor:
     """Runs chunks somewhere and yields them as they complete (in any order)."""
 
-    def map_chunks(
-        self, tasks: list[tuple[int, int]], args: tuple
-    ) -> Iterator[tuple[int, pd.DataFrame]]:
+    def map_chunks(self, tasks: list[tuple[int, int]], args: tuple) -> Iterator[tuple[int, Chunk]]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -124,9 +206,7 @@ class LocalExecutor(Executor):
         self.workers = workers
         self._pool = None
 
-    def map_chunks(
-        self, tasks: list[tuple[int, int]], args: tuple
-    ) -> Iterator[tuple[int, pd.DataFrame]]:
+    def map_chunks(self, tasks: list[tuple[int, int]], args: tuple) -> Iterator[tuple[int, Chunk]]:
         if self.workers == 1:
             for start, stop in tasks:
                 yield start, run_chunk(*args, start, stop)
@@ -169,9 +249,7 @@ class DaskExecutor(Executor):
         except (OSError, TimeoutError) as exc:
             raise CapsimError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 
-    def map_chunks(
-        self, tasks: list[tuple[int, int]], args: tuple
-    ) -> Iterator[tuple[int, pd.DataFrame]]:
+    def map_chunks(self, tasks: list[tuple[int, int]], args: tuple) -> Iterator[tuple[int, Chunk]]:
         from dask.distributed import as_completed
 
         scenario = self.client.scatter(args[0], broadcast=True)
@@ -199,7 +277,76 @@ class MonteCarloResult:
     strategy: str | None
     seed: int
     replications: pd.DataFrame
+    stage_sums: pd.DataFrame  # StageTally sums by task
     by: list[pd.Timestamp] = field(default_factory=list)
+
+    @property
+    def stages(self) -> pd.DataFrame:
+        """Per site x stage: mean and standard deviation of its wait and duration (over the
+        replications in which it finished), and its criticality index: the share of replications
+        in which it lay on the chain that decided its site's online date, and the last site's."""
+        model = Model(self.scenario, self.strategy)
+        sums = self.stage_sums
+        n = sums["n"].replace(0, np.nan)
+        out = pd.DataFrame(
+            {
+                "site": [model.sites[model.tasks[t].site].spec.name for t in sums.index],
+                "stage": [model.tasks[t].stage for t in sums.index],
+                "finished": sums["n"] / sums["replications"],
+            }
+        )
+        for what in ("wait", "duration"):
+            mean = sums[what] / n
+            out[f"mean {what}"] = mean.to_numpy()
+            out[f"sd {what}"] = np.sqrt(
+                np.maximum(sums[f"{what}_sq"] / n - mean**2, 0.0)
+            ).to_numpy()
+        out["criticality (site online)"] = (sums["critical_site"] / sums["replications"]).to_numpy()
+        out["criticality (last site)"] = (sums["critical_last"] / sums["replications"]).to_numpy()
+        return out
+
+    def sensitivity(self, max_reps: int = 2000) -> pd.DataFrame:
+        """Spearman rank correlation of every milestone with every sampled input (a stage's
+        duration, a risk's occurrence, a refusal, a flag, an energy-price factor), over the first
+        ``max_reps`` successful replications: the inputs of a tornado chart. Inputs are rebuilt
+        from the seed, not stored. Chances count as 1 when the event happens, else 0; a milestone
+        never reached ranks last."""
+        from scipy import stats
+
+        model = Model(self.scenario, self.strategy)
+        ok = self.replications[~self.replications["failed"]].head(max_reps)
+        keep = [
+            k for k, inp in enumerate(model.inputs)
+            if (inp.site is None or model.sites[inp.site].active)
+            and (inp.lease is None or model.leases[inp.lease].active)
+            and (0 < inp.chance < 1 if inp.chance is not None else model.slot_dists[k] is not None
+                 and model.slot_dists[k].var > 0)
+        ]  # fmt: skip
+        if not keep or len(ok) < 3:
+            return pd.DataFrame()
+        uniforms = np.array(
+            [
+                replication_rng(self.seed, int(i)).random(model.n_slots)[keep]
+                for i in ok["replication"]
+            ]
+        )
+        chances = np.array(
+            [model.inputs[k].chance if model.inputs[k].chance is not None else np.nan for k in keep]
+        )
+        inputs = np.where(np.isnan(chances), uniforms, (uniforms < chances).astype(float))
+        targets = [c for c in ok.columns if c.startswith("t_")]
+        labels = {f"t_{column_key(m.label)}": m.label for m in self.scenario.milestones}
+        out = {}
+        for column in targets:
+            y = ok[column].to_numpy(dtype=float)
+            if np.isnan(y).all() or np.nanstd(y) == 0:
+                continue
+            y = np.where(np.isnan(y), np.inf, y)
+            rho = [stats.spearmanr(inputs[:, j], y).statistic if inputs[:, j].std() > 0 else np.nan
+                   for j in range(len(keep))]  # fmt: skip
+            out[labels.get(column, "all sites online")] = rho
+        table = pd.DataFrame(out, index=[model.inputs[k].label for k in keep]).rename_axis("input")
+        return table.reindex(table.abs().max(axis=1).sort_values(ascending=False).index)
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -296,22 +443,25 @@ def monte_carlo(
     executor = executor or LocalExecutor(workers)
     chunks = Path(out) / "chunks" if out is not None else None
     done: dict[int, pd.DataFrame] = {}
+    tallies: dict[int, pd.DataFrame] = {}
     if chunks is not None:
         _claim(Path(out), scenario, strategy, seed)
-        for path in sorted(chunks.glob("*.parquet")):
-            start = int(path.stem)
+        for path in sorted(chunks.glob("*.rows.parquet")):  # written last: the chunk is complete
+            start = int(path.name.split(".")[0])
             if start < reps:
                 done[start] = pd.read_parquet(path)
+                tallies[start] = pd.read_parquet(chunks / f"{start:09d}.stages.parquet")
     plan = [(s, min(s + CHUNK_SIZE, reps)) for s in range(0, reps, CHUNK_SIZE)]
     todo = [(s, e) for s, e in plan if s not in done or len(done[s]) != e - s]
     checkpoint = 500
     try:
         if progress:
             progress(sum(len(done[s]) for s, _ in plan if s in done), reps)
-        for start, rows in executor.map_chunks(todo, (scenario, strategy, seed)):
-            done[start] = rows
+        for start, (rows, stages) in executor.map_chunks(todo, (scenario, strategy, seed)):
+            done[start], tallies[start] = rows, stages
             if chunks is not None:
-                _write_atomically(rows, chunks / f"{start:09d}.parquet")
+                _write_atomically(stages, chunks / f"{start:09d}.stages.parquet")
+                _write_atomically(rows, chunks / f"{start:09d}.rows.parquet")
             if progress:
                 progress(sum(len(r) for r in done.values()), reps)
             if until_stable is not None:
@@ -324,7 +474,10 @@ def monte_carlo(
             executor.close()
     frames = [done[s] for s, _ in plan if s in done]
     replications = pd.concat(frames, ignore_index=True).sort_values("replication", kind="stable")
-    return MonteCarloResult(scenario, strategy, seed, replications.reset_index(drop=True), by or [])
+    stages = sum(tallies[s].set_index("task") for s, _ in plan if s in tallies)
+    return MonteCarloResult(
+        scenario, strategy, seed, replications.reset_index(drop=True), stages, by or []
+    )
 
 
 def _stable_prefix(

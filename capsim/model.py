@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -101,16 +102,30 @@ class LeaseInfo:
     customer: str
 
 
+class Input(NamedTuple):
+    """What a slot is, for sensitivity analysis: a label, whose it is (a site or an agreement, by
+    index; None for the world) and, for a chance (a risk, a refusal, a flag), its probability:
+    the event happens when the slot's uniform is below it."""
+
+    label: str
+    site: int | None = None
+    lease: int | None = None
+    chance: float | None = None
+
+
 @dataclass
 class _Slots:
-    """The slot table under construction: a distribution (None = a raw uniform) and a scale."""
+    """The slot table under construction: a distribution (None = a raw uniform), a scale and
+    what the slot is."""
 
     dists: list[Distribution | None] = field(default_factory=list)
     scale: list[float] = field(default_factory=list)
+    inputs: list[Input] = field(default_factory=list)
 
-    def add(self, dist: Distribution | None, scale: float = 1.0) -> int:
+    def add(self, dist: Distribution | None, input: Input, scale: float = 1.0) -> int:
         self.dists.append(dist)
         self.scale.append(scale)
+        self.inputs.append(input)
         return len(self.dists) - 1
 
 
@@ -161,7 +176,11 @@ class Model:
                         predecessors=tuple(sorted(index[p] for p in graph.predecessors(name))),
                         successors=tuple(sorted(index[n] for n in graph.successors(name))),
                         needs=tuple(sorted(stage.needs.items())),
-                        slot=slots.add(self._main_duration(site, stage), self._scale(site, stage)),
+                        slot=slots.add(
+                            self._main_duration(site, stage),
+                            Input(f"{site.name}/{name}: duration", site=s),
+                            self._scale(site, stage),
+                        ),
                         extra_slots=(),
                         risks=(),
                     )
@@ -172,7 +191,7 @@ class Model:
             self.sites.append(info)
         # kind-specific slots come after all main durations, so plain scenarios keep slot == task
         for i, task in enumerate(self.tasks):
-            extra = self._extra_slots(slots, self.sites[task.site].spec, task.spec)
+            extra = self._extra_slots(slots, task, self.sites[task.site].spec)
             self.tasks[i] = _replace(task, extra_slots=extra)
         for info in self.sites:
             kinds = [self.tasks[t].kind for t in info.tasks]
@@ -186,9 +205,17 @@ class Model:
         by_name = {site.name: s for s, site in enumerate(scenario.sites)}
         for r, (name, risk) in enumerate(scenario.risks.items()):
             sites = tuple(by_name[n] for n in risk.sites)
-            occurrence = {s: slots.add(None) for s in sites}
+            occurrence = {
+                s: slots.add(None, Input(f"risk {name} at {scenario.sites[s].name}: occurs", site=s,
+                                         chance=risk.probability))
+                for s in sites
+            }  # fmt: skip
             duration = risk.effect.delay or risk.effect.pause
-            effect = {s: slots.add(duration) for s in sites} if duration is not None else {}
+            effect = {
+                s: slots.add(duration, Input(f"risk {name} at {scenario.sites[s].name}: "
+                                             f"{risk.effect.kind}", site=s))
+                for s in sites
+            } if duration is not None else {}  # fmt: skip
             self.risks.append(RiskInfo(name, sites, occurrence, effect))
             for s in sites:
                 info = self.sites[s]
@@ -197,10 +224,14 @@ class Model:
                 else:
                     t = next(t for t in info.tasks if self.tasks[t].stage == risk.stage)
                     self.tasks[t] = _replace(self.tasks[t], risks=(*self.tasks[t].risks, r))
-        self.flag_slots = {name: slots.add(None) for name in scenario.flags}
+        self.flag_slots = {
+            name: slots.add(None, Input(f"flag {name}: raised", chance=p))
+            for name, p in scenario.flags.items()
+        }
         self.energy_slots = {
             name: slots.add(
-                Lognormal(lognormal={"mu": 0.0, "sigma": region.energy_price.volatility})
+                Lognormal(lognormal={"mu": 0.0, "sigma": region.energy_price.volatility}),
+                Input(f"energy price {name}: factor"),
             )
             for name, region in scenario.grid_regions.items()
             if region.energy_price is not None
@@ -209,10 +240,12 @@ class Model:
             LeaseInfo(
                 name,
                 active=name in chosen_leases or name not in optional_leases,
-                negotiation_slot=slots.add(lease.negotiation),
+                negotiation_slot=slots.add(
+                    lease.negotiation, Input(f"{name}: negotiation", lease=i)
+                ),
                 customer=lease.customer or scenario.lab or "",
             )
-            for name, lease in scenario.leases.items()
+            for i, (name, lease) in enumerate(scenario.leases.items())
         ]
         self.year_starts = _year_starts(scenario)
         self.rollout = tuple(rollout or ())
@@ -229,6 +262,8 @@ class Model:
             if dist is not None:
                 groups.setdefault(dist, []).append(slot)
         self.n_slots = len(slots.dists)
+        self.inputs = slots.inputs
+        self.slot_dists = slots.dists
         self._groups = [(dist, np.array(ids)) for dist, ids in groups.items()]
         self._scale = np.array(slots.scale)
         self.pending = [len(t.predecessors) for t in self.tasks]
@@ -252,15 +287,24 @@ class Model:
             return 1.0
         return (site.mw / stage.reference_mw) ** stage.mw_exponent
 
-    def _extra_slots(self, slots: _Slots, site: Site, stage: Stage) -> tuple[int, ...]:
+    def _extra_slots(self, slots: _Slots, task: Task, site: Site) -> tuple[int, ...]:
+        stage, where, s = task.spec, f"{site.name}/{task.stage}", task.site
         if stage.kind == "permit":
             j = self.scenario.jurisdictions[site.jurisdiction]
-            return (slots.add(None), slots.add(j.appeal), slots.add(None))  # refusal, appeal, won
+            return (
+                slots.add(None, Input(f"{where}: refused", site=s, chance=j.refusal)),
+                slots.add(j.appeal, Input(f"{where}: appeal", site=s)),
+                slots.add(None, Input(f"{where}: appeal won", site=s, chance=j.appeal_success)),
+            )
         if stage.kind == "grid":
-            return (slots.add(self.scenario.grid_regions[site.region].build),)
+            build = self.scenario.grid_regions[site.region].build
+            return (slots.add(build, Input(f"{where}: build", site=s)),)
         if stage.kind == "gpus":
             # each tranche's delivery time; the stage's own slot is unused
-            return tuple(slots.add(stage.duration) for _ in _tranche_sizes(site))
+            return tuple(
+                slots.add(stage.duration, Input(f"{where}: tranche {k + 1} delivery", site=s))
+                for k in range(len(_tranche_sizes(site)))
+            )
         return ()
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
