@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from capsim import __version__
+from capsim import __version__, fastpath
 from capsim.capacity import milestone_times
 from capsim.costs import cost_summary
 from capsim.errors import CapsimError
@@ -180,6 +180,10 @@ def run_chunk(scenario: Scenario, strategy: str | None, seed: int, start: int, s
     if model is None:
         model = _MODELS[key] = Model(scenario, strategy)
     tally = StageTally(model)
+    if fastpath.eligible(model):
+        rows, tally.sums = fastpath.simulate_chunk(model, seed, start, stop)
+        tally.replications = stop - start
+        return rows, tally.frame()
     rows = pd.DataFrame([replication_row(model, seed, i, tally) for i in range(start, stop)])
     return rows, tally.frame()
 

@@ -1,0 +1,142 @@
+"""The vectorised critical-path method: many replications of a pure precedence scenario at once.
+
+When no active stage waits for anything but its predecessors (no shared resources, no stage
+kinds, risks, leases or markets), every replication's schedule is a longest-path computation over
+the stage DAG. Here it runs for all replications of a chunk at once, one numpy operation per
+stage, and gives exactly the rows and per-stage tallies the discrete-event engine gives (the same
+draws, the same arithmetic): :func:`capsim.experiments.run_chunk` uses it automatically.
+
+>>> from capsim.loader import parse_scenario
+>>> scenario = parse_scenario({
+...     "name": "chain", "start": "2026-01-01", "horizon": "10 years",
+...     "pipelines": {"p": {"stages": {"a": {"duration": {"uniform": [10, 20]}},
+...                                    "b": {"duration": 5, "after": ["a"]}}}},
+...     "sites": [{"name": "s", "org": "lab", "pipeline": "p", "mw": 10}]})
+>>> eligible(Model(scenario))
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from capsim.model import Model, replication_rng
+
+_KIND_COUNTS = ("paused", "cancelled", "transferred", "lease_late", "lease_terminated")
+
+
+def eligible(model: Model) -> bool:
+    """Whether every replication of ``model`` is a pure critical-path computation."""
+    s = model.scenario
+    tasks = [model.tasks[t] for t in model.active_tasks]
+    return (
+        all(t.kind == "task" and not t.needs and not t.risks for t in tasks)
+        and not any(info.start_risks for info in model.sites if info.active)
+        and not any(lease.active for lease in model.leases)
+        and s.hbm is None
+        and s.lab is None  # costs come from the event log
+        and all(m.mw is not None for m in s.milestones)
+    )
+
+
+def simulate_chunk(
+    model: Model, seed: int, start: int, stop: int
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Replications ``start`` to ``stop - 1`` as rows (the columns of
+    :func:`capsim.experiments.replication_row`) and the per-stage sums of
+    :class:`capsim.experiments.StageTally` (fields by active task)."""
+    reps = np.arange(start, stop)
+    values = np.stack([replication_rng(seed, int(i)).random(model.n_slots) for i in reps])
+    for dist, ids in model._groups:
+        values[:, ids] = dist.ppf(values[:, ids])
+    values *= model._scale
+    horizon = model.scenario.horizon
+    n = len(reps)
+    ready = np.full((n, len(model.tasks)), np.nan)
+    finish = np.full((n, len(model.tasks)), np.nan)
+    binding = {}  # task -> (index of its binding predecessor per replication, whether it binds)
+    for info in model.sites:
+        if not info.active:
+            continue
+        for t in info.tasks:  # topological order within the site
+            preds = model.tasks[t].predecessors
+            if preds:
+                stacked = finish[:, list(preds)]
+                latest = stacked.max(axis=1)  # NaN if any predecessor is unfinished
+                first_latest = np.argmax(np.nan_to_num(stacked, nan=-np.inf), axis=1)
+                binding[t] = (np.asarray(preds)[first_latest], latest >= info.start - 1e-9)
+                ready[:, t] = np.maximum(latest, info.start)
+            else:
+                ready[:, t] = info.start
+            ready[ready[:, t] > horizon, t] = np.nan  # never became ready by the horizon
+            end = ready[:, t] + values[:, model.tasks[t].slot]
+            finish[:, t] = np.where(end <= horizon, end, np.nan)
+    rows = _rows(model, reps, finish)
+    return rows, _tally(model, binding, ready, finish)
+
+
+def _rows(model: Model, reps: np.ndarray, finish: np.ndarray) -> pd.DataFrame:
+    from capsim.experiments import column_key
+
+    active = [info for info in model.sites if info.active]
+    online = np.stack(
+        [np.where(np.isnan(finish[:, list(i.tasks)]).any(axis=1), np.nan,
+                  np.nanmax(finish[:, list(i.tasks)], axis=1)) for i in active], axis=1
+    )  # fmt: skip
+    finished = ~np.isnan(finish[:, model.active_tasks]).any(axis=1)
+    rows = {"replication": reps, "failed": False, "error": "", "finished": finished}
+    # MW online over time: each site's MW at its online time, summed in time order
+    mw = np.array([i.spec.mw for i in active])
+    order = np.argsort(np.nan_to_num(online, nan=np.inf), axis=1, kind="stable")
+    times = np.take_along_axis(online, order, axis=1)
+    levels = np.cumsum(np.where(np.isnan(times), 0.0, mw[order]), axis=1)
+    for milestone in model.scenario.milestones:
+        hit = levels >= milestone.mw - 1e-9
+        first = np.argmax(hit, axis=1)
+        rows[f"t_{column_key(milestone.label)}"] = np.where(
+            hit.any(axis=1), times[np.arange(len(reps)), first], np.nan
+        )
+    for k, info in enumerate(active):
+        rows[f"online:{info.spec.name}"] = online[:, k]
+    rows["t_all_online"] = np.where(np.isnan(online).any(axis=1), np.nan, online.max(axis=1))
+    for kind in _KIND_COUNTS:
+        rows[f"n_{kind}"] = 0
+    return pd.DataFrame(rows)
+
+
+def _tally(model: Model, binding: dict, ready: np.ndarray, finish: np.ndarray) -> np.ndarray:
+    """The StageTally sums, with the same critical chains as the engine's walk back."""
+    tasks = model.active_tasks
+    done = ~np.isnan(finish[:, tasks])
+    duration = np.where(done, finish[:, tasks] - ready[:, tasks], 0.0)
+    on_chain = np.zeros_like(finish, dtype=bool)
+    site_online = []
+    for info in model.sites:
+        if not info.active:
+            continue
+        block = finish[:, list(info.tasks)]
+        complete = ~np.isnan(block).any(axis=1)
+        end = np.asarray(info.tasks)[np.argmax(np.nan_to_num(block, nan=-np.inf), axis=1)]
+        for t in reversed(info.tasks):
+            on_chain[:, t] |= complete & (end == t)
+            if t in binding:
+                pred, binds = binding[t]
+                for p in model.tasks[t].predecessors:
+                    on_chain[:, p] |= on_chain[:, t] & binds & (pred == p)
+        site_online.append(
+            np.where(complete, np.nanmax(np.nan_to_num(block, nan=-np.inf), axis=1), -np.inf)
+        )
+    online = np.stack(site_online, axis=1)
+    last_site = np.argmax(online, axis=1)
+    any_online = np.isfinite(online).any(axis=1)
+    active = [info for info in model.sites if info.active]
+    on_last = np.zeros_like(on_chain)
+    for k, info in enumerate(active):
+        mask = any_online & (last_site == k)
+        on_last[:, list(info.tasks)] = on_chain[:, list(info.tasks)] & mask[:, None]
+    zeros = np.zeros(len(tasks))
+    return np.vstack([
+        done.sum(axis=0), zeros, zeros, duration.sum(axis=0), (duration**2).sum(axis=0),
+        on_chain[:, tasks].sum(axis=0), on_last[:, tasks].sum(axis=0),
+    ])  # fmt: skip

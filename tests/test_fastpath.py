@@ -1,0 +1,74 @@
+"""The vectorised critical path gives exactly what the discrete-event engine gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from capsim import fastpath
+from capsim.experiments import StageTally, monte_carlo, replication_row
+from capsim.loader import parse_scenario, parse_yaml, shipped_scenario
+from capsim.model import Model
+
+
+def _without_resources(name: str) -> dict:
+    doc = parse_yaml(shipped_scenario(name).read_text())
+    doc["resources"] = {}
+    for pipeline in doc["pipelines"].values():
+        for stage in pipeline["stages"].values():
+            stage.pop("needs", None)
+    for site in doc["sites"]:
+        for override in site.get("overrides", {}).values():
+            override.pop("needs", None)
+    return doc
+
+
+@pytest.mark.parametrize("name", ["portfolio", "greenfield-campus"])
+def test_rows_and_tallies_equal_the_engine(name: str) -> None:
+    model = Model(parse_scenario(_without_resources(name)))
+    assert fastpath.eligible(model)
+    rows, sums = fastpath.simulate_chunk(model, 3, 100, 300)
+    tally = StageTally(model)
+    engine = pd.DataFrame([replication_row(model, 3, i, tally) for i in range(100, 300)])
+    pd.testing.assert_frame_equal(rows, engine)
+    np.testing.assert_allclose(sums, tally.sums, rtol=1e-12, atol=1e-9)
+
+
+def test_distribution_matches_by_kolmogorov_smirnov() -> None:
+    """Also as distributions: the engine's and the fast path's completion times over different
+    replications are indistinguishable (KS test well within sampling error)."""
+    model = Model(parse_scenario(_without_resources("portfolio")))
+    fast, _ = fastpath.simulate_chunk(model, 11, 0, 400)
+    engine = pd.DataFrame([replication_row(model, 12, i) for i in range(400)])
+    result = stats.ks_2samp(fast["t_all_online"], engine["t_all_online"])
+    assert result.pvalue > 0.001
+
+
+def test_horizon_cuts_the_schedule_like_the_engine() -> None:
+    doc = _without_resources("greenfield-campus")
+    doc["horizon"] = "6 years"  # some sites are not online by then
+    model = Model(parse_scenario(doc))
+    rows, _ = fastpath.simulate_chunk(model, 1, 0, 100)
+    engine = pd.DataFrame([replication_row(model, 1, i) for i in range(100)])
+    pd.testing.assert_frame_equal(rows, engine)
+    assert rows["t_all_online"].isna().any() and (~rows["finished"]).any()
+
+
+def test_scenarios_with_shared_resources_use_the_engine() -> None:
+    assert not fastpath.eligible(Model(parse_scenario(_without_resources("portfolio") | {
+        "resources": {"crew": {"capacity": 1}},
+        "pipelines": {"p": {"stages": {"a": {"duration": 1, "needs": {"crew": 1}}}}},
+        "sites": [{"name": "s", "org": "o", "pipeline": "p", "mw": 1}],
+    })))  # fmt: skip
+    stargate = parse_yaml(shipped_scenario("stargate-pivot").read_text())
+    assert not fastpath.eligible(Model(parse_scenario(stargate), "build"))
+
+
+def test_monte_carlo_uses_it_transparently() -> None:
+    scenario = parse_scenario(_without_resources("portfolio"))
+    result = monte_carlo(scenario, reps=150, seed=5)
+    model = Model(scenario)
+    engine = pd.DataFrame([replication_row(model, 5, i) for i in range(150)])
+    pd.testing.assert_frame_equal(result.replications, engine)
