@@ -291,6 +291,10 @@ def mc(
             help="Stop once P50 and P90 move less than this between checkpoints, e.g. 0.5%."
         ),
     ] = None,
+    save_events: Annotated[
+        bool,
+        typer.Option(help="Also keep every replication's full logs, as Parquet in DIR/events."),
+    ] = False,
 ) -> None:
     """Run many replications (Monte Carlo) and summarise milestones (P10/P50/P90, mean with a
     95% CI, probability by a date) and costs; write replications.csv and summary.csv. Results do
@@ -323,6 +327,7 @@ def mc(
                 out=out,
                 by=dates,
                 until_stable=tolerance,
+                save_events=save_events,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     finally:

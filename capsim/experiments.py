@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,7 @@ from capsim.capacity import milestone_times
 from capsim.costs import cost_summary
 from capsim.errors import CapsimError
 from capsim.model import Model, replication_rng
-from capsim.records import Run
+from capsim.records import Run, StageRecord, WorldEvent
 from capsim.schema import Scenario
 
 CHUNK_SIZE = 100
@@ -124,7 +124,11 @@ def critical_chains(run: Run) -> tuple[set[int], set[int]]:
 
 
 def replication_row(
-    model: Model, seed: int, replication: int, tally: StageTally | None = None
+    model: Model,
+    seed: int,
+    replication: int,
+    tally: StageTally | None = None,
+    logs: dict[str, list] | None = None,
 ) -> dict[str, Any]:
     """One replication reduced to one row: milestone times, each site's online time, costs of the
     perspective org, counts of notable events; its stages are added to ``tally``. A replication
@@ -160,6 +164,9 @@ def replication_row(
             row[f"n_{kind}"] = kinds.count(kind)
         if tally is not None:
             tally.add(run)
+        if logs is not None:
+            logs["stages"].extend((replication, *record) for record in run.events())
+            logs["world"].extend((replication, *event) for event in run.world)
     except Exception as exc:
         row["failed"] = True
         row["error"] = f"{type(exc).__name__}: {exc} | " + traceback.format_exc(limit=-1).strip()
@@ -169,23 +176,39 @@ def replication_row(
 # -- running chunks -------------------------------------------------------------------------------
 
 _MODELS: dict[tuple[str, str | None], Model] = {}
-Chunk = tuple[pd.DataFrame, pd.DataFrame]  # rows, stage tally
 
 
-def run_chunk(scenario: Scenario, strategy: str | None, seed: int, start: int, stop: int) -> Chunk:
-    """Replications ``start`` to ``stop - 1``: their rows, and their stages' tally. Compiles the
-    model once per process."""
+class Chunk(NamedTuple):
+    """What a chunk of replications gives back."""
+
+    rows: pd.DataFrame
+    stages: pd.DataFrame  # the StageTally sums
+    stage_log: pd.DataFrame | None  # with --save-events
+    world_log: pd.DataFrame | None
+
+
+def run_chunk(
+    scenario: Scenario, strategy: str | None, seed: int, start: int, stop: int,
+    save_events: bool = False,
+) -> Chunk:  # fmt: skip
+    """Replications ``start`` to ``stop - 1``: their rows, their stages' tally and, with
+    ``save_events``, their full logs. Compiles the model once per process."""
     key = (fingerprint(scenario), strategy)
     model = _MODELS.get(key)
     if model is None:
         model = _MODELS[key] = Model(scenario, strategy)
     tally = StageTally(model)
-    if fastpath.eligible(model):
+    if fastpath.eligible(model) and not save_events:
         rows, tally.sums = fastpath.simulate_chunk(model, seed, start, stop)
         tally.replications = stop - start
-        return rows, tally.frame()
-    rows = pd.DataFrame([replication_row(model, seed, i, tally) for i in range(start, stop)])
-    return rows, tally.frame()
+        return Chunk(rows, tally.frame(), None, None)
+    logs: dict[str, list] | None = {"stages": [], "world": []} if save_events else None
+    rows = pd.DataFrame([replication_row(model, seed, i, tally, logs) for i in range(start, stop)])
+    if logs is None:
+        return Chunk(rows, tally.frame(), None, None)
+    stage_log = pd.DataFrame(logs["stages"], columns=["replication", *StageRecord._fields])
+    world_log = pd.DataFrame(logs["world"], columns=["replication", *WorldEvent._fields])
+    return Chunk(rows, tally.frame(), stage_log, world_log)
 
 
 def fingerprint(scenario: Scenario) -> str:
@@ -196,7 +219,10 @@ def fingerprint(scenario: Scenario) -> str:
 class Executor:
     """Runs chunks somewhere and yields them as they complete (in any order)."""
 
-    def map_chunks(self, tasks: list[tuple[int, int]], args: tuple) -> Iterator[tuple[int, Chunk]]:
+    def map_chunks(
+        self, tasks: list[tuple[int, int]], job: dict[str, Any]
+    ) -> Iterator[tuple[int, Chunk]]:
+        """Run ``run_chunk(**job, start=..., stop=...)`` for each (start, stop) in ``tasks``."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -210,10 +236,12 @@ class LocalExecutor(Executor):
         self.workers = workers
         self._pool = None
 
-    def map_chunks(self, tasks: list[tuple[int, int]], args: tuple) -> Iterator[tuple[int, Chunk]]:
+    def map_chunks(
+        self, tasks: list[tuple[int, int]], job: dict[str, Any]
+    ) -> Iterator[tuple[int, Chunk]]:
         if self.workers == 1:
             for start, stop in tasks:
-                yield start, run_chunk(*args, start, stop)
+                yield start, run_chunk(**job, start=start, stop=stop)
             return
         import concurrent.futures as cf
         import multiprocessing as mp
@@ -222,7 +250,10 @@ class LocalExecutor(Executor):
             # fork is cheap and inherits imports; every result depends only on (seed, replication)
             method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
             self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context(method))
-        futures = {self._pool.submit(run_chunk, *args, start, stop): start for start, stop in tasks}
+        futures = {
+            self._pool.submit(run_chunk, **job, start=start, stop=stop): start
+            for start, stop in tasks
+        }
         for future in cf.as_completed(futures):
             yield futures[future], future.result()
 
@@ -253,12 +284,14 @@ class DaskExecutor(Executor):
         except (OSError, TimeoutError) as exc:
             raise CapsimError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 
-    def map_chunks(self, tasks: list[tuple[int, int]], args: tuple) -> Iterator[tuple[int, Chunk]]:
+    def map_chunks(
+        self, tasks: list[tuple[int, int]], job: dict[str, Any]
+    ) -> Iterator[tuple[int, Chunk]]:
         from dask.distributed import as_completed
 
-        scenario = self.client.scatter(args[0], broadcast=True)
+        job = {**job, "scenario": self.client.scatter(job["scenario"], broadcast=True)}
         futures = {
-            self.client.submit(run_chunk, scenario, *args[1:], start, stop, pure=False): start
+            self.client.submit(run_chunk, **job, start=start, stop=stop, pure=False): start
             for start, stop in tasks
         }
         for future in as_completed(futures):
@@ -432,6 +465,7 @@ def monte_carlo(
     out: Path | None = None,
     by: list[pd.Timestamp] | None = None,
     until_stable: float | None = None,
+    save_events: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> MonteCarloResult:
     """Run ``reps`` replications of ``scenario`` (one ``strategy``) and summarise them.
@@ -449,7 +483,7 @@ def monte_carlo(
     done: dict[int, pd.DataFrame] = {}
     tallies: dict[int, pd.DataFrame] = {}
     if chunks is not None:
-        _claim(Path(out), scenario, strategy, seed)
+        _claim(Path(out), scenario, strategy, seed, save_events)
         for path in sorted(chunks.glob("*.rows.parquet")):  # written last: the chunk is complete
             start = int(path.name.split(".")[0])
             if start < reps:
@@ -461,11 +495,17 @@ def monte_carlo(
     try:
         if progress:
             progress(sum(len(done[s]) for s, _ in plan if s in done), reps)
-        for start, (rows, stages) in executor.map_chunks(todo, (scenario, strategy, seed)):
-            done[start], tallies[start] = rows, stages
+        job = {"scenario": scenario, "strategy": strategy, "seed": seed, "save_events": save_events}
+        for start, chunk in executor.map_chunks(todo, job):
+            done[start], tallies[start] = chunk.rows, chunk.stages
             if chunks is not None:
-                _write_atomically(stages, chunks / f"{start:09d}.stages.parquet")
-                _write_atomically(rows, chunks / f"{start:09d}.rows.parquet")
+                if chunk.stage_log is not None:
+                    events = Path(out) / "events"
+                    events.mkdir(exist_ok=True)
+                    _write_atomically(chunk.stage_log, events / f"{start:09d}.stages.parquet")
+                    _write_atomically(chunk.world_log, events / f"{start:09d}.world.parquet")
+                _write_atomically(chunk.stages, chunks / f"{start:09d}.stages.parquet")
+                _write_atomically(chunk.rows, chunks / f"{start:09d}.rows.parquet")
             if progress:
                 progress(sum(len(r) for r in done.values()), reps)
             if until_stable is not None:
@@ -508,11 +548,13 @@ def _stable_prefix(
     return None
 
 
-def _claim(out: Path, scenario: Scenario, strategy: str | None, seed: int) -> None:
+def _claim(
+    out: Path, scenario: Scenario, strategy: str | None, seed: int, save_events: bool
+) -> None:
     """Create ``out`` for this experiment, or check that the chunks already there are its own."""
     manifest = {
         "capsim": __version__, "scenario": scenario.name, "fingerprint": fingerprint(scenario),
-        "strategy": strategy, "seed": seed, "chunk_size": CHUNK_SIZE,
+        "strategy": strategy, "seed": seed, "chunk_size": CHUNK_SIZE, "save_events": save_events,
     }  # fmt: skip
     path = out / MANIFEST
     if path.exists():
