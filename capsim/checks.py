@@ -33,6 +33,12 @@ def _check_pipelines_and_sites(scenario: Scenario) -> list[Problem]:
                 problems.append(
                     Problem(base, f"at most one {kind} stage per pipeline; got {', '.join(named)}")
                 )
+        kinds = {st.kind for st in pipeline.stages.values()}
+        if "gpus" in kinds and "construction" not in kinds:
+            problems.append(
+                Problem(base, "a gpus stage needs a construction stage in the same pipeline: "
+                        "GPUs come online on built, powered MW")
+            )  # fmt: skip
         for sname, stage in pipeline.stages.items():
             for i, before in enumerate(stage.after):
                 if before == sname:
@@ -161,14 +167,6 @@ def _check_world(scenario: Scenario) -> list[Problem]:
                         f"so the site needs a {what}",
                     )
                 )
-        if "gpus" in kinds and "construction" not in kinds:
-            problems.append(
-                Problem(
-                    f"pipelines.{site.pipeline}.stages",
-                    "a gpus stage needs a construction "
-                    "stage in the same pipeline: GPUs come online on built, powered MW",
-                )
-            )
         if ("gpus" in kinds) != (site.gpus is not None):
             problems.append(
                 Problem(

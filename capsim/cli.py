@@ -598,16 +598,28 @@ def validate(
     Example: [bold]capsim validate scenarios/greenfield-campus.yaml[/bold]
     """
     from capsim.graph import critical_chain, critical_path_method, pipeline_graph
+    from capsim.model import Model
 
     scenario = _load(file)
+    model = Model(scenario)
     unit = scenario.time_unit
     for name, pipeline in scenario.pipelines.items():
         graph = pipeline_graph(pipeline)
-        rows = critical_path_method(graph)
-        users = sum(site.pipeline == name for site in scenario.sites)
+        users = [s for s, site in enumerate(scenario.sites) if site.pipeline == name]
+        if users:  # permit and grid stages take their times from the site's jurisdiction/region
+            means = model.stage_means(users[0])
+            rows = critical_path_method(graph, means)
+            basis = f"as for site {scenario.sites[users[0]].name}" if len(users) > 1 else ""
+        else:
+            means = {
+                n: st.duration.mean if st.duration else 0.0 for n, st in pipeline.stages.items()
+            }
+            rows = critical_path_method(graph, means)
+            basis = "no site follows it; permit and grid stages without a duration count 0"
+        n = len(users)
         table = Table(
-            title=f"Pipeline [bold]{name}[/bold] ({users} site{'s' * (users != 1)}), "
-            f"mean durations in {unit}",
+            title=f"Pipeline [bold]{name}[/bold] ({n} site{'s' * (n != 1)}), mean durations in "
+            f"{unit}" + (f" ({basis})" if basis else ""),
             title_justify="left",
         )
         for column in (

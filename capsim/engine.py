@@ -351,7 +351,12 @@ class _Replication(StageKinds, Offtakes):
                     pool.release(task)
         if self.market is not None:
             for key in self.hbm_orders[site]:
-                if gb := self.market.give_back(self.env.now, key):
+                if self.market.give_back(self.env.now, key):
+                    # the whole order leaves the backlog (what was filled went back to the pool)
+                    gb = (
+                        self.tranche_gpus[key]
+                        * self.scenario.generations[self.tranche_gen[key]].hbm_gb
+                    )
                     self._site_log(site, "hbm_cancelled", gb, tranche=key[1] + 1)
 
     def _transfer(self, site: int, to: str, why: str) -> None:

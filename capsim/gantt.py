@@ -95,7 +95,7 @@ def _draw_panel(ax: Axes, stages: pd.DataFrame, colors: dict, end_of_view: pd.Ti
     """One Gantt panel: a row per site, grouped by org."""
     df = stages.dropna(subset=["ready_date"]).copy()
     df["bar_begin"] = df["ready_date"]
-    df["bar_end"] = df["finish_date"].fillna(end_of_view)
+    df["bar_end"] = df["finish_date"].fillna(df["stop_date"]).fillna(end_of_view)
     sites = list(dict.fromkeys(stages.sort_values("org", kind="stable")["site"]))
     cancelled = set(stages.loc[stages["status"] == "cancelled", "site"])
     for row, site in enumerate(sites):
@@ -106,7 +106,7 @@ def _draw_panel(ax: Axes, stages: pd.DataFrame, colors: dict, end_of_view: pd.Ti
         for lane, bar in zip(lanes, bars.itertuples(), strict=True):
             y = row - 0.4 + lane * lane_h
             started = pd.notna(bar.start_date)
-            wait_end = bar.start_date if started else end_of_view
+            wait_end = bar.start_date if started else bar.bar_end
             if wait_end > bar.ready_date and (started or pd.isna(bar.finish_date)):
                 ax.broken_barh(
                     [(bar.ready_date, wait_end - bar.ready_date)],

@@ -103,9 +103,6 @@ class StageKinds:
         site = self.tasks[task].site
         self.gate.pop(task, None)
         mw = self.model.sites[site].spec.mw
-        if self.cancelled[site]:
-            self.budgets[self.model.sites[site].spec.region].add(mw)  # back to the region
-            return self._release_needs(task)
         self._site_log(site, "grid_granted", mw, detail=self.model.sites[site].spec.region or "")
         self._at(self.values[self.tasks[task].extra_slots[0]], self._complete, task)
 
@@ -208,10 +205,6 @@ class StageKinds:
         task, k = key
         site = self.tasks[task].site
         gen = self.scenario.generations[self.tranche_gen[key]]
-        if self.cancelled[site]:
-            if self.market is not None:  # a cancelled site's memory goes back to the pool
-                self.market.give_back(self.env.now, key)
-            return
         if self.market is not None:
             gb = self.tranche_gpus[key] * gen.hbm_gb
             self._site_log(

@@ -307,6 +307,21 @@ class Model:
             )
         return ()
 
+    def stage_means(self, site: int) -> dict[str, float]:
+        """Mean time of each stage of ``site`` without waiting: its duration, plus a grid
+        stage's build, and for a gpus stage its slowest tranche's delivery (for the critical
+        path method)."""
+        means = self.mean_durations()
+        out = {}
+        for t in self.sites[site].tasks:
+            task = self.tasks[t]
+            if task.kind == "gpus":
+                out[task.stage] = max((means[k] for k in task.extra_slots), default=0.0)
+            else:
+                out[task.stage] = means[task.slot] + sum(means[k] for k in task.extra_slots[:1]
+                                                         if task.kind == "grid")  # fmt: skip
+        return out
+
     def draw(self, rng: np.random.Generator) -> np.ndarray:
         """Every slot's value for one replication: one uniform per slot, then each
         distribution's inverse CDF over its slots at once. Raw-uniform slots keep the uniform."""

@@ -68,7 +68,10 @@ class Offtakes:
         tags = {"generation": gen_name, "tranche": k + 1}
         self._log("lease_due", info.name, info.customer, gpus, detail=lease.provider, **tags)
         self._lease_pool(lease.provider, gen_name).request(
-            key, gpus, self.env.now, self._lease_delivered
+            key,
+            gpus,
+            self.lease_due_at[key],
+            self._lease_delivered,  # first come by due date
         )
         if self.lease_state[key] == "due" and first:
             why = f"{lease.provider} has no {gen_name} GPUs free for it yet"
@@ -85,7 +88,7 @@ class Offtakes:
         self.lease_state[key] = "delivered"
         late = self.env.now - due
         detail = f"from {lease.provider}" + (
-            f", {late:.0f} {self.scenario.time_unit} late" if late else ""
+            f", {late:.1f} {self.scenario.time_unit} late" if late else ""
         )
         self._log(
             "lease_delivered",

@@ -40,7 +40,7 @@ def stage_table(run: Run) -> pd.DataFrame:
     ids = model.active_tasks
     tasks = [model.tasks[i] for i in ids]
     sites = [model.sites[t.site].spec for t in tasks]
-    cancelled = {e.subject for e in run.world if e.kind == "cancelled"}
+    cancelled = {e.subject: e.time for e in run.world if e.kind == "cancelled"}
     df = pd.DataFrame(
         {
             "site": [s.name for s in sites],
@@ -51,16 +51,19 @@ def stage_table(run: Run) -> pd.DataFrame:
             "finish": run.finish[ids],
         }
     )
-    # time spent waiting for resources; a stage still waiting at the horizon counts up to it
-    df["wait"] = df["start"].fillna(model.scenario.horizon) - df["ready"]
+    # a stage of a cancelled site that never finished stopped when the site was cancelled
+    stopped = df["site"].map(cancelled).where(df["finish"].isna())
+    df["stop"] = stopped.where(stopped >= df["ready"])
+    # time spent waiting for resources; one still waiting counts up to its stop or the horizon
+    df["wait"] = df["start"].fillna(df["stop"]).fillna(model.scenario.horizon) - df["ready"]
     df["duration"] = df["finish"] - df["start"]
     df["status"] = np.select(
-        [df["finish"].notna(), df["site"].isin(cancelled), df["start"].notna()],
+        [df["finish"].notna(), df["site"].isin(list(cancelled)), df["start"].notna()],
         ["done", "cancelled", "running"],
         default="waiting",
     )
     df["kind"] = [t.kind for t in tasks]
-    for column in ("ready", "start", "finish"):
+    for column in ("ready", "start", "finish", "stop"):
         df[f"{column}_date"] = to_dates(run, df[column])
     return df
 

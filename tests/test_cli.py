@@ -385,3 +385,12 @@ def test_world_bad_input_gets_one_clear_error(tmp_path: Path, case: str) -> None
     for text in expected:
         assert text in message
     assert not (tmp_path / "out").exists()
+
+
+def test_validate_world_scenario_resolves_permit_and_grid_times() -> None:
+    """Permit and grid stages without a duration of their own take their jurisdiction's review
+    and their region's study (plus build) time in the critical path."""
+    result = capsim("validate", str(STARGATE))
+    assert result.returncode == 0, result.stderr
+    assert "as for site oracle-shackelford" in result.stdout
+    assert "Critical path: site_selection -> site_control -> grid -> commissioning" in result.stdout
