@@ -572,9 +572,12 @@ def _parse_date(text: str, option: str):
     import pandas as pd
 
     try:
-        return pd.Timestamp(text)
+        date = pd.Timestamp(text)
     except ValueError:
-        raise CapsimError(f"{option}: cannot read {text!r} as a date (YYYY-MM-DD)") from None
+        date = pd.NaT
+    if pd.isna(date):
+        raise CapsimError(f"{option}: cannot read {text!r} as a date (YYYY-MM-DD)")
+    return date
 
 
 def _parse_fraction(text: str) -> float:

@@ -199,9 +199,12 @@ def run_chunk(
         model = _MODELS[key] = Model(scenario, strategy)
     tally = StageTally(model)
     if fastpath.eligible(model) and not save_events:
-        rows, tally.sums = fastpath.simulate_chunk(model, seed, start, stop)
-        tally.replications = stop - start
-        return Chunk(rows, tally.frame(), None, None)
+        try:
+            rows, tally.sums = fastpath.simulate_chunk(model, seed, start, stop)
+            tally.replications = stop - start
+            return Chunk(rows, tally.frame(), None, None)
+        except Exception:
+            tally = StageTally(model)
     logs: dict[str, list] | None = {"stages": [], "world": []} if save_events else None
     rows = pd.DataFrame([replication_row(model, seed, i, tally, logs) for i in range(start, stop)])
     if logs is None:
@@ -281,8 +284,10 @@ class DaskExecutor(Executor):
                 self.client = Client(self._cluster)
             else:
                 self.client = Client(address, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise CapsimError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise CapsimError(
+                f"--dask: cannot reach the Dask scheduler at {address}: {exc}"
+            ) from None
 
     def map_chunks(
         self, tasks: list[tuple[int, int]], job: dict[str, Any]
@@ -429,8 +434,9 @@ class MonteCarloResult:
                 out[key] = self._date(t)
             out["mean 95% CI ±days"] = half * self._days_per_unit()
         for date in self.by:
-            t = (date.date() - self.scenario.start).days / self._days_per_unit()
-            out[f"P(by {date.date()})"] = float(np.mean(np.nan_to_num(times, nan=math.inf) <= t))
+            # by the end of that day, as the table dates it (dates are model times floored)
+            end = ((date.date() - self.scenario.start).days + 1) / self._days_per_unit()
+            out[f"P(by {date.date()})"] = float(np.mean(np.nan_to_num(times, nan=math.inf) < end))
         return out
 
     def _days_per_unit(self) -> float:
@@ -508,14 +514,16 @@ def monte_carlo(
                 _write_atomically(chunk.rows, chunks / f"{start:09d}.rows.parquet")
             if progress:
                 progress(sum(len(r) for r in done.values()), reps)
-            if until_stable is not None:
-                stop = _stable_prefix(done, plan, checkpoint, until_stable, scenario)
-                if stop is not None:
-                    plan = [(s, e) for s, e in plan if e <= stop]
-                    break
+            if (
+                until_stable is not None
+                and _stop_at(done, plan, checkpoint, until_stable) is not None
+            ):
+                break
     finally:
         if owned:
             executor.close()
+    if until_stable is not None and (stop := _stop_at(done, plan, checkpoint, until_stable)):
+        plan = [(s, e) for s, e in plan if e <= stop]  # also when resumed with every chunk done
     frames = [done[s] for s, _ in plan if s in done]
     replications = pd.concat(frames, ignore_index=True).sort_values("replication", kind="stable")
     stages = sum(tallies[s].set_index("task") for s, _ in plan if s in tallies)
@@ -524,9 +532,7 @@ def monte_carlo(
     )
 
 
-def _stable_prefix(
-    done: dict, plan: list, every: int, tol: float, scenario: Scenario
-) -> int | None:
+def _stop_at(done: dict, plan: list, every: int, tol: float) -> int | None:
     """The first checkpoint (a multiple of ``every`` replications, all chunks before it done) at
     which P50 and P90 of every milestone moved by less than ``tol`` since the previous one."""
     complete = 0
@@ -557,6 +563,8 @@ def _claim(
         "strategy": strategy, "seed": seed, "chunk_size": CHUNK_SIZE, "save_events": save_events,
     }  # fmt: skip
     path = out / MANIFEST
+    if out.exists() and not out.is_dir():
+        raise CapsimError(f"cannot write to {out}: it is a file, not a folder")
     if path.exists():
         found = json.loads(path.read_text())
         differs = [k for k in manifest if found.get(k) != manifest[k]]
@@ -568,8 +576,11 @@ def _claim(
         return
     if out.exists() and any(out.iterdir()):
         raise CapsimError(f"{out} exists and is not a capsim Monte Carlo folder; use another --out")
-    (out / "chunks").mkdir(parents=True, exist_ok=True)
-    _write_text_atomically(json.dumps(manifest, indent=2), path)
+    try:
+        (out / "chunks").mkdir(parents=True, exist_ok=True)
+        _write_text_atomically(json.dumps(manifest, indent=2), path)
+    except OSError as exc:
+        raise CapsimError(f"cannot write to {out}: {exc.strerror or exc}") from None
 
 
 def _write_atomically(rows: pd.DataFrame, path: Path) -> None:
@@ -705,6 +716,8 @@ def compare(
     """Run every strategy (default: all of the scenario's) with the same ``seed``: replication
     ``i`` of each shares the draws of the world they share."""
     names = strategies or list(scenario.strategies)
+    for name in names:
+        Model(scenario, name)  # every name is checked before any work
     if len(names) < 2:
         raise CapsimError(
             f"{scenario.name}: compare needs at least two strategies; the scenario has "

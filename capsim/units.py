@@ -61,7 +61,10 @@ def to_time_unit(value: float | int | str, unit: str) -> float:
     if isinstance(value, int | float):
         amount, own_unit = float(value), unit
     elif isinstance(value, str):
-        amount, own_unit = parse_duration(value)
+        try:  # a number written as text ("0", "90") is in the scenario's unit, like a bare number
+            amount, own_unit = float(value), unit
+        except ValueError:
+            amount, own_unit = parse_duration(value)
     else:
         raise ValueError(f"expected {DURATION_HELP}, got {type(value).__name__}")
     if not math.isfinite(amount):
