@@ -43,6 +43,16 @@ ScenarioFile = Annotated[
 ]
 
 
+SeedOption = Annotated[
+    int | None, typer.Option(min=0, help="Root seed; default: the scenario's own seed.")
+]
+WorkersOption = Annotated[int, typer.Option(min=1, help="Local worker processes.")]
+DaskOption = Annotated[
+    str | None,
+    typer.Option(help="Run on Dask: a scheduler address, or 'local' for a LocalCluster."),
+]
+
+
 def _load(path: Path | None) -> Scenario:
     from capsim.loader import default_scenario_path, load_scenario
 
@@ -52,9 +62,7 @@ def _load(path: Path | None) -> Scenario:
 @app.command()
 def run(
     file: ScenarioFile = None,
-    seed: Annotated[
-        int | None, typer.Option(min=0, help="Root seed; default: the scenario's own seed.")
-    ] = None,
+    seed: SeedOption = None,
     strategy: Annotated[
         str | None,
         typer.Option(help="Run this strategy only; default: every strategy of the scenario."),
@@ -267,17 +275,12 @@ def _write_outputs(out: Path, writers: dict[str, Callable[[Path], None]]) -> Non
 def mc(
     file: ScenarioFile = None,
     reps: Annotated[int, typer.Option(min=1, help="Number of replications.")] = 1000,
-    seed: Annotated[
-        int | None, typer.Option(min=0, help="Root seed; default: the scenario's own seed.")
-    ] = None,
+    seed: SeedOption = None,
     strategy: Annotated[
         str | None, typer.Option(help="The strategy to simulate (required if there are any).")
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
-    dask: Annotated[
-        str | None,
-        typer.Option(help="Run on Dask: a scheduler address, or 'local' for a LocalCluster."),
-    ] = None,
+    workers: WorkersOption = 1,
+    dask: DaskOption = None,
     out: Annotated[Path, typer.Option(help="Folder for chunks and results (resumable).")] = Path(
         "capsim-mc"
     ),
@@ -397,14 +400,9 @@ def compare(
         str | None, typer.Option(help="Comma-separated strategies; default: all of them.")
     ] = None,
     reps: Annotated[int, typer.Option(min=1, help="Replications per strategy.")] = 500,
-    seed: Annotated[
-        int | None, typer.Option(min=0, help="Root seed; default: the scenario's own seed.")
-    ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
-    dask: Annotated[
-        str | None,
-        typer.Option(help="Run on Dask: a scheduler address, or 'local' for a LocalCluster."),
-    ] = None,
+    seed: SeedOption = None,
+    workers: WorkersOption = 1,
+    dask: DaskOption = None,
     out: Annotated[Path, typer.Option(help="Folder for chunks and results (resumable).")] = Path(
         "capsim-compare"
     ),
@@ -486,9 +484,7 @@ def order(
         str | None, typer.Option(help="Whose sites to order; default: the perspective org.")
     ] = None,
     reps: Annotated[int, typer.Option(min=2, help="Replications per ordering.")] = 100,
-    seed: Annotated[
-        int | None, typer.Option(min=0, help="Root seed; default: the scenario's own seed.")
-    ] = None,
+    seed: SeedOption = None,
     gap: Annotated[
         str, typer.Option(help="Time between starts of consecutive sites, e.g. '3 months'.")
     ] = "0",
