@@ -526,10 +526,7 @@ def order(
         f"{reps} replications each, objective {objective} ({unit}; "
         f"{'lower' if result.objective.lower_is_better else 'higher'} is better)"
     )
-    console.print(
-        f"The scenario's own order: {' > '.join(result.baseline.order)} scores "
-        f"{_cell(result.baseline.value)}"
-    )
+    console.print(f"The scenario as written scores {_cell(result.baseline.value)}")
     _print_frame(table.head(top).set_index("order"), "Best orderings")
     console.print(f"Wrote orderings.csv to [bold]{out}[/bold]")
 

@@ -214,6 +214,14 @@ def run_chunk(
     return Chunk(rows, tally.frame(), stage_log, world_log)
 
 
+def code_fingerprint() -> str:
+    """A hash of capsim's own source: chunks computed by other code are not reused."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def fingerprint(scenario: Scenario) -> str:
     """A hash of the validated scenario: two runs share chunks only if it is equal."""
     return hashlib.sha256(scenario.model_dump_json(by_alias=True).encode()).hexdigest()[:16]
@@ -359,7 +367,7 @@ class MonteCarloResult:
         ok = self.replications[~self.replications["failed"]].head(max_reps)
         keep = [
             k for k, inp in enumerate(model.inputs)
-            if (inp.site is None or model.sites[inp.site].active)
+            if inp.used and (inp.site is None or model.sites[inp.site].active)
             and (inp.lease is None or model.leases[inp.lease].active)
             and (0 < inp.chance < 1 if inp.chance is not None else model.slot_dists[k] is not None
                  and model.slot_dists[k].var > 0)
@@ -497,14 +505,15 @@ def monte_carlo(
                 tallies[start] = pd.read_parquet(chunks / f"{start:09d}.stages.parquet")
     plan = [(s, min(s + CHUNK_SIZE, reps)) for s in range(0, reps, CHUNK_SIZE)]
     todo = [(s, e) for s, e in plan if s not in done or len(done[s]) != e - s]
-    checkpoint = 500
+    keep = {s for s, e in todo if s in done and len(done[s]) > e - s}  # a longer run's chunk
+    checkpoint, seen = 500, {}
     try:
         if progress:
             progress(sum(len(done[s]) for s, _ in plan if s in done), reps)
         job = {"scenario": scenario, "strategy": strategy, "seed": seed, "save_events": save_events}
         for start, chunk in executor.map_chunks(todo, job):
             done[start], tallies[start] = chunk.rows, chunk.stages
-            if chunks is not None:
+            if chunks is not None and start not in keep:
                 if chunk.stage_log is not None:
                     events = Path(out) / "events"
                     events.mkdir(exist_ok=True)
@@ -514,15 +523,12 @@ def monte_carlo(
                 _write_atomically(chunk.rows, chunks / f"{start:09d}.rows.parquet")
             if progress:
                 progress(sum(len(r) for r in done.values()), reps)
-            if (
-                until_stable is not None
-                and _stop_at(done, plan, checkpoint, until_stable) is not None
-            ):
+            if until_stable is not None and _stop_at(done, plan, checkpoint, until_stable, seen):
                 break
     finally:
         if owned:
             executor.close()
-    if until_stable is not None and (stop := _stop_at(done, plan, checkpoint, until_stable)):
+    if until_stable is not None and (stop := _stop_at(done, plan, checkpoint, until_stable, seen)):
         plan = [(s, e) for s, e in plan if e <= stop]  # also when resumed with every chunk done
     frames = [done[s] for s, _ in plan if s in done]
     replications = pd.concat(frames, ignore_index=True).sort_values("replication", kind="stable")
@@ -532,9 +538,13 @@ def monte_carlo(
     )
 
 
-def _stop_at(done: dict, plan: list, every: int, tol: float) -> int | None:
+def _stop_at(
+    done: dict, plan: list, every: int, tol: float, seen: dict[int, np.ndarray]
+) -> int | None:
     """The first checkpoint (a multiple of ``every`` replications, all chunks before it done) at
-    which P50 and P90 of every milestone moved by less than ``tol`` since the previous one."""
+    which P50 and P90 of every milestone moved by less than ``tol`` (relative to the time since
+    the start) since the previous checkpoint. A milestone first reached, or no longer reached,
+    at a checkpoint has not settled. ``seen`` caches each checkpoint's quantiles."""
     complete = 0
     for start, stop in plan:
         if start not in done:
@@ -542,13 +552,16 @@ def _stop_at(done: dict, plan: list, every: int, tol: float) -> int | None:
         complete = stop
     previous = None
     for point in range(every, complete + 1, every):
-        rows = pd.concat([done[s] for s, e in plan if e <= point], ignore_index=True)
-        columns = [c for c in rows.columns if c.startswith("t_")]
-        current = rows[columns].quantile([0.5, 0.9]).to_numpy()
+        if point not in seen:
+            rows = pd.concat([done[s] for s, e in plan if e <= point], ignore_index=True)
+            columns = [c for c in rows.columns if c.startswith("t_")]
+            seen[point] = rows[columns].quantile([0.5, 0.9]).to_numpy()
+        current = seen[point]
         if previous is not None:
             scale = np.maximum(np.abs(previous), 1.0)
-            change = np.nan_to_num(np.abs(current - previous) / scale, nan=0.0)
-            if np.all(change < tol):
+            change = np.abs(current - previous) / scale
+            change = np.where(np.isnan(current) & np.isnan(previous), 0.0, change)
+            if np.all(np.nan_to_num(change, nan=np.inf) < tol):
                 return point
         previous = current
     return None
@@ -559,7 +572,8 @@ def _claim(
 ) -> None:
     """Create ``out`` for this experiment, or check that the chunks already there are its own."""
     manifest = {
-        "capsim": __version__, "scenario": scenario.name, "fingerprint": fingerprint(scenario),
+        "capsim": __version__, "code": code_fingerprint(), "numpy": np.__version__,
+        "scenario": scenario.name, "fingerprint": fingerprint(scenario),
         "strategy": strategy, "seed": seed, "chunk_size": CHUNK_SIZE, "save_events": save_events,
     }  # fmt: skip
     path = out / MANIFEST
@@ -569,10 +583,12 @@ def _claim(
         found = json.loads(path.read_text())
         differs = [k for k in manifest if found.get(k) != manifest[k]]
         if differs:
-            what = ", ".join(f"{k}: {found.get(k)!r}" for k in differs)
+            what = ", ".join(f"{k} {found.get(k)!r}, now {manifest[k]!r}" for k in differs)
             raise CapsimError(
                 f"{out} holds another run's chunks ({what}); use another --out folder or delete it"
             )
+        for stray in out.rglob("*.tmp"):  # a write cut short by a kill
+            stray.unlink()
         return
     if out.exists() and any(out.iterdir()):
         raise CapsimError(f"{out} exists and is not a capsim Monte Carlo folder; use another --out")

@@ -36,6 +36,7 @@ def eligible(model: Model) -> bool:
         and not any(lease.active for lease in model.leases)
         and s.hbm is None
         and s.lab is None  # costs come from the event log
+        and not any(org.fleet for org in s.orgs.values())  # fleets count towards milestones
         and all(m.mw is not None for m in s.milestones)
     )
 

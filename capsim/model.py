@@ -111,6 +111,7 @@ class Input(NamedTuple):
     site: int | None = None
     lease: int | None = None
     chance: float | None = None
+    used: bool = True  # a gpus stage's own duration slot is kept for the layout but not used
 
 
 @dataclass
@@ -178,7 +179,9 @@ class Model:
                         needs=tuple(sorted(stage.needs.items())),
                         slot=slots.add(
                             self._main_duration(site, stage),
-                            Input(f"{site.name}/{name}: duration", site=s),
+                            Input(
+                                f"{site.name}/{name}: duration", site=s, used=stage.kind != "gpus"
+                            ),
                             self._scale(site, stage),
                         ),
                         extra_slots=(),

@@ -162,7 +162,7 @@ class OrderSearch:
 
     def _gain(self, score: Score) -> float:
         sign = -1 if self.objective.lower_is_better else 1
-        return sign * (score.value - self.baseline.value)
+        return sign * (score.value - self.baseline.value) + 0.0  # no -0.0
 
 
 def search(
@@ -191,7 +191,8 @@ def search(
     def key(s: Score) -> float:
         return s.value if goal.lower_is_better else -s.value
 
-    baseline = score(sites)
+    # the scenario as written: its own starts and priorities, no rollout applied
+    baseline = score(())
     if len(sites) <= exhaustive_limit:
         orders = list(itertools.permutations(sites))
         scores = []
@@ -200,7 +201,7 @@ def search(
             if progress:
                 progress(n, len(orders))
         return OrderSearch(goal, "exhaustive", sorted(scores, key=key), baseline)
-    tried: dict[tuple[str, ...], Score] = {tuple(sites): baseline}
+    tried: dict[tuple[str, ...], Score] = {}
     order: list[str] = []
     remaining = list(sites)
     while remaining:  # greedy: the best next site, the rest following in file order

@@ -72,3 +72,20 @@ def test_monte_carlo_uses_it_transparently() -> None:
     model = Model(scenario)
     engine = pd.DataFrame([replication_row(model, 5, i) for i in range(150)])
     pd.testing.assert_frame_equal(result.replications, engine)
+
+
+def test_fleets_count_towards_milestones_so_the_engine_is_used() -> None:
+    doc = _without_resources("greenfield-campus")
+    doc["orgs"] = {"lab": {"fleet": {"H100": 1000}}}
+    doc["generations"] = {
+        "H100": {"hbm_gb": 80, "gpu_kw": 0.7, "pflops": 2, "available": {1: "2023-01-01"}}
+    }
+    assert not fastpath.eligible(Model(parse_scenario(doc)))
+
+
+def test_sensitivity_leaves_out_slots_the_engine_does_not_use() -> None:
+    stargate = parse_scenario(parse_yaml(shipped_scenario("stargate-pivot").read_text()))
+    result = monte_carlo(stargate, reps=30, seed=1, strategy="build")
+    labels = set(result.sensitivity().index)
+    assert "us-campus/construction: duration" in labels
+    assert not any(label.endswith("/gpus: duration") for label in labels)
