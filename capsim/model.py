@@ -160,10 +160,11 @@ class Model:
         slots = _Slots()
         self.tasks: list[Task] = []
         self.sites: list[SiteInfo] = []
+        graphs = {name: pipeline_graph(p) for name, p in scenario.pipelines.items()}
+        orders = {name: stage_order(g) for name, g in graphs.items()}
         for s, site in enumerate(scenario.sites):
             pipeline = scenario.pipelines[site.pipeline]
-            graph = pipeline_graph(pipeline)
-            order = stage_order(graph)
+            graph, order = graphs[site.pipeline], orders[site.pipeline]
             first = len(self.tasks)
             index = {name: first + i for i, name in enumerate(order)}
             for name in order:
