@@ -109,7 +109,10 @@ class _Replication(StageKinds, Offtakes):
             name: Supply(f"{name} MW budget") for name, g in s.grid_regions.items() if g.mw_per_year
         }
         self.market = HbmMarket() if s.hbm is not None else None
+        self.hbm_next = 0  # the first HBM delivery not yet made
+        self.hbm_woken = False  # whether a delivery is scheduled for waiting orders
         self.owner = [site.spec.org for site in model.sites]
+        self.site_names = [site.spec.name for site in model.sites]
         self.cancelled = [False] * n_sites
         self.site_left = [len(site.tasks) for site in model.sites]  # stages not yet finished
         self.requests: list[list[tuple[Supply, Hashable]]] = [[] for _ in model.sites]
@@ -164,22 +167,38 @@ class _Replication(StageKinds, Offtakes):
 
     def _at(self, delay: float, callback: Callable, arg: Hashable) -> None:
         """Call ``callback(arg)`` after ``delay``."""
-        self.env.timeout(max(delay, 0.0), value=arg).callbacks.append(
-            lambda event: callback(event.value)
-        )
+        self.env.timeout(max(delay, 0.0), value=(callback, arg)).callbacks.append(self._fire)
+
+    @staticmethod
+    def _fire(event: simpy.Event) -> None:
+        callback, arg = event.value
+        callback(arg)
 
     def _log(
-        self, kind: str, subject: str, org: str, amount: float = 0.0, **more: str | int
-    ) -> None:
-        """Log a :class:`WorldEvent` now; ``more``: generation, detail, tranche."""
+        self, kind: str, subject: str, org: str, amount: float = 0.0, generation: str = "",
+        detail: str = "", tranche: int = 0,
+    ) -> None:  # fmt: skip
+        """Log a :class:`WorldEvent` now."""
         self.world.append(
-            WorldEvent(
-                self.env.now, kind, subject, org, amount, **{"generation": "", "detail": "", **more}
-            )
+            WorldEvent(self.env.now, kind, subject, org, amount, generation, detail, tranche)
         )
 
-    def _site_log(self, site: int, kind: str, amount: float = 0.0, **more: str | int) -> None:
-        self._log(kind, self.model.sites[site].spec.name, self.owner[site], amount, **more)
+    def _site_log(
+        self, site: int, kind: str, amount: float = 0.0, generation: str = "", detail: str = "",
+        tranche: int = 0,
+    ) -> None:  # fmt: skip
+        self.world.append(
+            WorldEvent(
+                self.env.now,
+                kind,
+                self.site_names[site],
+                self.owner[site],
+                amount,
+                generation,
+                detail,
+                tranche,
+            )
+        )
 
     def _open_markets(self) -> None:
         s = self.scenario
@@ -190,12 +209,6 @@ class _Replication(StageKinds, Offtakes):
                 budget.request(("ahead", name), region.queue_ahead_mw, -math.inf, lambda _: None)
             for t in self.model.year_starts:
                 self._at(t, budget.add, region.mw_per_year)
-        if s.hbm is not None:
-            period = s.hbm.period
-            k = 1
-            while k * period <= s.horizon:
-                self._at(k * period, self._hbm_delivery, (k - 1) * period)
-                k += 1
         for org_name, org in s.orgs.items():
             for gen, gpus in org.fleet.items():
                 if org.leasable:
@@ -368,9 +381,11 @@ class _Replication(StageKinds, Offtakes):
                 if task in pool.holders:
                     pool.release(task)
         if self.market is not None:
+            self._hbm_catch_up()
             for key in self.hbm_orders[site]:
                 if self.market.give_back(self.env.now, key):
                     # the whole order leaves the backlog (what was filled went back to the pool)
+                    self._hbm_wake()
                     gb = (
                         self.tranche_gpus[key]
                         * self.scenario.generations[self.tranche_gen[key]].hbm_gb

@@ -188,6 +188,7 @@ class StageKinds:
         self.tranche_state[key] = "hbm"
         tier = self.scenario.org(self.owner[site]).tier
         self.hbm_orders[site].append(key)
+        self._hbm_catch_up()
         self.market.order(
             self.env.now,
             key,
@@ -196,6 +197,7 @@ class StageKinds:
             (tier, info.rank, self.env.now),
             self._hbm_granted,
         )
+        self._hbm_wake()
 
     @staticmethod
     def _gpus_for(mw: float, gen: Generation) -> int:
@@ -240,15 +242,31 @@ class StageKinds:
         if self.tranche_left[task] == 0:
             self._complete(task)
 
-    def _hbm_delivery(self, period_start: float) -> None:
+    def _hbm_catch_up(self) -> None:
+        """Make every HBM delivery due by now. Deliveries are lazy: nobody waits while none is
+        scheduled, so stock that piled up unseen can be handed over in one go; while orders wait,
+        :meth:`_hbm_wake` schedules each delivery at its own time."""
+        schedule = self.model.hbm_schedule
         reserved: dict[str, float] = {}
         common = 0.0
-        for supplier in self.scenario.hbm.suppliers.values():
-            level = 0.0
-            for step in supplier.output:
-                if step.from_ <= period_start:
-                    level = step.gb_per_period
-            for buyer, share in supplier.reserved.items():
-                reserved[buyer] = reserved.get(buyer, 0.0) + level * share
-            common += level * (1 - sum(supplier.reserved.values()))
-        self.market.deliver(self.env.now, reserved, common)
+        while self.hbm_next < len(schedule) and schedule[self.hbm_next][0] <= self.env.now:
+            _, shares, pool = schedule[self.hbm_next]
+            for buyer, gb in shares.items():
+                reserved[buyer] = reserved.get(buyer, 0.0) + gb
+            common += pool
+            self.hbm_next += 1
+        if reserved or common:
+            self.market.deliver(self.env.now, reserved, common)
+
+    def _hbm_wake(self) -> None:
+        """While orders wait, the next delivery is an event."""
+        schedule = self.model.hbm_schedule
+        if self.hbm_woken or not self.market.backlog or self.hbm_next >= len(schedule):
+            return
+        self.hbm_woken = True
+        self._at(schedule[self.hbm_next][0] - self.env.now, self._hbm_tick, None)
+
+    def _hbm_tick(self, _: None) -> None:
+        self.hbm_woken = False
+        self._hbm_catch_up()
+        self._hbm_wake()

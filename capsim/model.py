@@ -252,6 +252,7 @@ class Model:
             for i, (name, lease) in enumerate(scenario.leases.items())
         ]
         self.year_starts = _year_starts(scenario)
+        self.hbm_schedule = _hbm_schedule(scenario)
         self.rollout = tuple(rollout or ())
         by_site = {info.spec.name: info for info in self.sites if info.active}
         for position, name in enumerate(self.rollout):
@@ -372,3 +373,27 @@ def _year_starts(scenario: Scenario) -> list[float]:
         times.append(t)
         year += 1
     return times
+
+
+def _hbm_schedule(scenario: Scenario) -> list[tuple[float, dict[str, float], float]]:
+    """Every HBM delivery before the horizon: (time, GB reserved per buyer, GB for the pool).
+    A period's output is delivered at its end, at the level in force when it began."""
+    if scenario.hbm is None:
+        return []
+    period = scenario.hbm.period
+    schedule = []
+    k = 1
+    while k * period <= scenario.horizon:
+        began = (k - 1) * period
+        reserved: dict[str, float] = {}
+        common = 0.0
+        for supplier in scenario.hbm.suppliers.values():
+            level = next(
+                (s.gb_per_period for s in reversed(supplier.output) if s.from_ <= began), 0.0
+            )
+            for buyer, share in supplier.reserved.items():
+                reserved[buyer] = reserved.get(buyer, 0.0) + level * share
+            common += level * (1 - sum(supplier.reserved.values()))
+        schedule.append((k * period, reserved, common))
+        k += 1
+    return schedule
