@@ -281,9 +281,13 @@ def mc(
     ] = None,
     workers: WorkersOption = 1,
     dask: DaskOption = None,
-    out: Annotated[Path, typer.Option(help="Folder for chunks and results (resumable).")] = Path(
-        "capsim-mc"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for chunks and results (resumable); "
+            "default: capsim-mc/<scenario>[-<strategy>]-seed<seed>."
+        ),
+    ] = None,
     by: Annotated[
         list[str] | None,
         typer.Option(help="Also give the probability of reaching each milestone by this date."),
@@ -316,6 +320,7 @@ def mc(
         )
     dates = [_parse_date(text, "--by") for text in by or []]
     tolerance = _parse_fraction(until_stable) if until_stable else None
+    out = out or _default_out("capsim-mc", scenario.name, strategy, seed)
     executor = _executor(dask, workers)
     try:
         with _progress() as bar:
@@ -403,9 +408,13 @@ def compare(
     seed: SeedOption = None,
     workers: WorkersOption = 1,
     dask: DaskOption = None,
-    out: Annotated[Path, typer.Option(help="Folder for chunks and results (resumable).")] = Path(
-        "capsim-compare"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for chunks and results (resumable); "
+            "default: capsim-compare/<scenario>-seed<seed>."
+        ),
+    ] = None,
 ) -> None:
     """Compare strategies with common random numbers: replication i of every strategy shares the
     draws of the world they share. Prints P50/P90 side by side, the paired difference of each
@@ -418,6 +427,7 @@ def compare(
     scenario = _load(file)
     seed = scenario.seed if seed is None else seed
     names = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
+    out = out or _default_out("capsim-compare", scenario.name, None, seed)
     executor = _executor(dask, workers)
     try:
         with _progress() as bar:
@@ -529,6 +539,12 @@ def order(
     console.print(f"The scenario as written scores {_cell(result.baseline.value)}")
     _print_frame(table.head(top).set_index("order"), "Best orderings")
     console.print(f"Wrote orderings.csv to [bold]{out}[/bold]")
+
+
+def _default_out(root: str, scenario: str, strategy: str | None, seed: int) -> Path:
+    """One folder per experiment, so that rerunning a command resumes it and another seed or
+    strategy does not collide with it."""
+    return Path(root) / f"{scenario}{f'-{strategy}' if strategy else ''}-seed{seed}"
 
 
 def _executor(dask: str | None, workers: int):
