@@ -68,6 +68,7 @@ class HbmMarket:
         self._queue: list[tuple[tuple[Any, int], _Order]] = []
         self._by_buyer: dict[str, list[tuple[tuple[Any, int], _Order]]] = defaultdict(list)
         self._seq = count()
+        self._open = 0
 
     @property
     def allocated_total(self) -> float:
@@ -77,6 +78,15 @@ class HbmMarket:
     def backlog(self) -> float:
         """GB ordered and not yet allocated."""
         return sum(o.remaining for _, o in self._queue if not o.done)
+
+    @property
+    def waiting(self) -> int:
+        """How many orders are not filled yet (kept as a count: asked at every order)."""
+        return self._open
+
+    def _close(self, order: _Order) -> None:
+        order.done = True
+        self._open -= 1
 
     def order(
         self,
@@ -90,6 +100,7 @@ class HbmMarket:
         """Order ``gb`` for ``buyer``; ``on_grant(key)`` once all of it is allocated."""
         order = _Order(key, buyer, gb, priority, next(self._seq), on_grant)
         entry = (order.sort_key(), order)
+        self._open += 1
         heapq.heappush(self._queue, entry)
         heapq.heappush(self._by_buyer[buyer], entry)
         self._serve(time)
@@ -110,7 +121,7 @@ class HbmMarket:
         order = next((o for _, o in self._queue if o.key == key and not o.done), None)
         if order is None:
             return 0.0
-        order.done = True
+        self._close(order)
         gb = sum(a.gb for a in self.log if a.order == key)
         if gb > _EPS:
             self.log.append(HbmAllocation(time, order.buyer, key, -gb, "returned"))
@@ -150,7 +161,7 @@ class HbmMarket:
                 if order.remaining > _EPS:
                     break
                 heapq.heappop(heap)
-                order.done = True
+                self._close(order)
                 filled.append(order)
         queue = self._queue
         while queue:
@@ -161,7 +172,7 @@ class HbmMarket:
                 heapq.heappop(queue)
                 self.pool -= order.remaining
                 self._allocate(time, order, order.remaining, "pool")
-                order.done = True
+                self._close(order)
                 filled.append(order)
             else:
                 break

@@ -261,7 +261,7 @@ class StageKinds:
     def _hbm_wake(self) -> None:
         """While orders wait, the next delivery is an event."""
         schedule = self.model.hbm_schedule
-        if self.hbm_woken or not self.market.backlog or self.hbm_next >= len(schedule):
+        if self.hbm_woken or not self.market.waiting or self.hbm_next >= len(schedule):
             return
         self.hbm_woken = True
         self._at(schedule[self.hbm_next][0] - self.env.now, self._hbm_tick, None)
