@@ -37,6 +37,7 @@ from capsim.records import Run, StageRecord, WorldEvent
 from capsim.schema import Scenario
 
 CHUNK_SIZE = 100
+FAST_CHUNKS = 10  # the vectorised fast path takes chunks this many times larger
 MANIFEST = "manifest.json"
 NOTABLE_COUNTS = ("paused", "cancelled", "transferred", "lease_late", "lease_terminated")
 
@@ -490,20 +491,21 @@ def monte_carlo(
     """
     if reps < 1:
         raise CapsimError(f"--reps must be at least 1, got {reps}")
-    Model(scenario, strategy)  # an unknown strategy fails here, before any work
+    model = Model(scenario, strategy)  # an unknown strategy fails here, before any work
+    size = CHUNK_SIZE * (FAST_CHUNKS if fastpath.eligible(model) and not save_events else 1)
     owned = executor is None  # an executor passed in is the caller's to close
     executor = executor or LocalExecutor(workers)
     chunks = Path(out) / "chunks" if out is not None else None
     done: dict[int, pd.DataFrame] = {}
     tallies: dict[int, pd.DataFrame] = {}
     if chunks is not None:
-        _claim(Path(out), scenario, strategy, seed, save_events)
+        _claim(Path(out), scenario, strategy, seed, save_events, size)
         for path in sorted(chunks.glob("*.rows.parquet")):  # written last: the chunk is complete
             start = int(path.name.split(".")[0])
             if start < reps:
                 done[start] = pd.read_parquet(path)
                 tallies[start] = pd.read_parquet(chunks / f"{start:09d}.stages.parquet")
-    plan = [(s, min(s + CHUNK_SIZE, reps)) for s in range(0, reps, CHUNK_SIZE)]
+    plan = [(s, min(s + size, reps)) for s in range(0, reps, size)]
     todo = [(s, e) for s, e in plan if s not in done or len(done[s]) != e - s]
     keep = {s for s, e in todo if s in done and len(done[s]) > e - s}  # a longer run's chunk
     checkpoint, seen = 500, {}
@@ -568,13 +570,13 @@ def _stop_at(
 
 
 def _claim(
-    out: Path, scenario: Scenario, strategy: str | None, seed: int, save_events: bool
+    out: Path, scenario: Scenario, strategy: str | None, seed: int, save_events: bool, size: int
 ) -> None:
     """Create ``out`` for this experiment, or check that the chunks already there are its own."""
     manifest = {
         "capsim": __version__, "code": code_fingerprint(), "numpy": np.__version__,
         "scenario": scenario.name, "fingerprint": fingerprint(scenario),
-        "strategy": strategy, "seed": seed, "chunk_size": CHUNK_SIZE, "save_events": save_events,
+        "strategy": strategy, "seed": seed, "chunk_size": size, "save_events": save_events,
     }  # fmt: skip
     path = out / MANIFEST
     if out.exists() and not out.is_dir():
