@@ -7,20 +7,15 @@ Heavy modules (numpy, pandas, matplotlib, simpy) are imported inside the command
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import sys
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
+from capsim.console import cell, console, errors, print_frame, print_run, progress_bar
 from capsim.errors import CapsimError
+from capsim.outputs import csv_writer, write_outputs
 
 if TYPE_CHECKING:
     from capsim.schema import Scenario
@@ -33,9 +28,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-# Piped output (files, CI logs) gets wide tables instead of truncated cells.
-console = Console(width=None if sys.stdout.isatty() else 160)
-errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 ScenarioFile = Annotated[
     Path | None,
@@ -111,164 +103,11 @@ def run(
         title=f"{scenario.name}: build-out by stage (seed {seed})",
         horizon=horizon,
     )
-    writers = {f"{stem}.csv": _csv_writer(table) for stem, table in tables.items()}
+    writers = {f"{stem}.csv": csv_writer(table) for stem, table in tables.items()}
     writers["gantt.png"] = lambda p: figure.savefig(p, dpi=130)
-    _write_outputs(out, writers)
-    _print_run(scenario, seed, runs, tables)
+    write_outputs(out, writers)
+    print_run(scenario, seed, runs, tables)
     console.print(f"Wrote {', '.join(writers)} to [bold]{out}[/bold]")
-
-
-def _csv_writer(table) -> Callable[[Path], None]:
-    return lambda path: table.to_csv(path, index=False)
-
-
-def _print_run(scenario: Scenario, seed: int, runs: dict, tables: dict) -> None:
-    from capsim.summary import gpus_by_generation, strategy_summary
-    from capsim.units import to_date
-
-    end = to_date(scenario.start, scenario.horizon, scenario.time_unit)
-    console.print(
-        f"[bold]{scenario.name}[/bold]: {len(scenario.sites)} sites, seed {seed}, "
-        f"simulated from {scenario.start} to {end}"
-        + (f"; strategies: {', '.join(map(str, runs))}" if scenario.strategies else "")
-    )
-    if len(runs) == 1:
-        _print_sites(scenario, tables["sites"], tables["stages"])
-    if scenario.lab is not None or scenario.strategies:
-        who = scenario.lab or "all orgs"
-        summary = strategy_summary(runs).T
-        _print_frame(summary, f"Strategies: capacity of {who}, costs and events (one replication)")
-        if scenario.lab is not None:
-            import pandas as pd
-
-            gens = pd.concat(
-                {name or "": gpus_by_generation(run, scenario.lab) for name, run in runs.items()},
-                axis=1,
-            )
-            gens.columns = [" ".join(filter(None, c)) for c in gens.columns]
-            if len(gens.columns):
-                _print_frame(gens, f"GPUs of {scenario.lab} online on 1 January, by generation")
-    for name, run in runs.items():
-        if run.blockages:
-            _print_blockages(run.blockages, name)
-
-
-_SHARES = ("reached", "P(by", "wins")
-
-
-def _print_frame(df, title: str, shares: bool = False) -> None:
-    """Print a DataFrame as a rich table; rows or columns about shares (``reached``, ``P(by``,
-    or all cells with ``shares``) print as percentages."""
-    table = Table(title=title, title_justify="left")
-    table.add_column(str(df.index.name or ""), style="bold")
-    for column in df.columns:
-        table.add_column(str(column), justify="right")
-    for index, row in df.iterrows():
-        label = " ".join(map(str, index)) if isinstance(index, tuple) else str(index)
-        cells = [
-            _cell(v, shares or any(s in f"{label} {c}" for s in _SHARES))
-            for c, v in zip(df.columns, row, strict=True)
-        ]
-        table.add_row(escape(label), *cells)
-    console.print(table)
-
-
-def _cell(value: object, share: bool = False) -> str:
-    import pandas as pd
-
-    if value is None or (isinstance(value, float) and value != value) or value is pd.NaT:
-        return "-"
-    if isinstance(value, pd.Timestamp):
-        return value.date().isoformat()
-    if isinstance(value, float | int) and not isinstance(value, bool):
-        value = value + 0  # no "-0"
-        if share:
-            return f"{value:.0%}"
-        return f"{value:,.2f}" if abs(value) < 100 and value != int(value) else f"{value:,.0f}"
-    return escape(str(value))
-
-
-def _print_sites(scenario: Scenario, sites, stages) -> None:
-    import pandas as pd
-
-    table = Table(title="Sites", title_justify="left")
-    columns = (
-        "site",
-        "org",
-        "MW",
-        "start",
-        "online",
-        f"waited ({scenario.time_unit})",
-        "slowest stage",
-        "events",
-    )
-    for column in columns:
-        table.add_column(
-            column, justify="right" if column == "MW" or "waited" in column else "left"
-        )
-    slowest = (
-        stages.dropna(subset=["duration"])
-        .sort_values("duration", kind="stable")
-        .groupby("site")["stage"]
-        .last()
-    )
-    for row in sites.itertuples():
-        online = (
-            row.online_date.date().isoformat()
-            if pd.notna(row.online_date)
-            else "[red]not by horizon[/red]"
-        )
-        owner = row.org if row.owner == row.org else f"{row.org} -> {row.owner}"
-        table.add_row(
-            row.site,
-            owner,
-            f"{row.mw:,.0f}",
-            row.start_date.date().isoformat(),
-            online,
-            f"{row.total_wait:,.0f}",
-            slowest.get(row.site, "-"),
-            escape(row.events),
-        )
-    console.print(table)
-    online = sites.dropna(subset=["online_date"]).sort_values("online_date")
-    if len(online):
-        console.print(
-            f"First site online {online['online_date'].iloc[0].date()}; "
-            f"{online['mw'].sum():,.0f} of {sites['mw'].sum():,.0f} MW of sites online by "
-            f"{online['online_date'].iloc[-1].date()}."
-        )
-
-
-def _print_blockages(blockages: list, strategy: str | None) -> None:
-    title = "Not finished by the horizon" + (f" ({strategy})" if strategy else "")
-    stuck = Table(title=title, title_justify="left", title_style="bold red")
-    for column in ("site", "stage", "state", "waiting on"):
-        stuck.add_column(column)
-    for b in sorted(blockages, key=lambda b: b.state == "waiting for predecessors"):
-        stuck.add_row(b.site, b.stage, b.state, escape(b.waiting_on))
-    console.print(stuck)
-
-
-def _write_outputs(out: Path, writers: dict[str, Callable[[Path], None]]) -> None:
-    """Write every file into a staging folder next to ``out``, then move them in: a failure
-    leaves ``out`` as it was."""
-    out = out.resolve()
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".capsim-", dir=parent))
-    except OSError as exc:
-        raise CapsimError(f"cannot write to {out}: {exc.strerror or exc}") from None
-    try:
-        for name, write in writers.items():
-            write(staging / name)
-        out.mkdir(exist_ok=True)
-        for name in writers:
-            os.replace(staging / name, out / name)
-    except OSError as exc:
-        raise CapsimError(f"cannot write to {out}: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 @app.command()
@@ -323,7 +162,7 @@ def mc(
     out = out or _default_out("capsim-mc", scenario.name, strategy, seed)
     executor = _executor(dask, workers)
     try:
-        with _progress() as bar:
+        with progress_bar() as bar:
             task = bar.add_task("replications", total=reps)
             result = monte_carlo(
                 scenario,
@@ -343,13 +182,13 @@ def mc(
             executor.close()
     milestones, costs = result.milestones, result.costs
     stages, sensitivity = result.stages, result.sensitivity()
-    _write_outputs(
+    write_outputs(
         out,
         {
-            "replications.csv": _csv_writer(result.replications),
+            "replications.csv": csv_writer(result.replications),
             "summary.csv": lambda p: milestones.to_csv(p, index_label="milestone"),
             "costs_summary.csv": lambda p: costs.to_csv(p, index_label="cost"),
-            "stages.csv": _csv_writer(stages),
+            "stages.csv": csv_writer(stages),
             "sensitivity.csv": lambda p: sensitivity.to_csv(p),
         },
     )
@@ -360,7 +199,7 @@ def mc(
         + f": {n} replications, seed {seed}"
         + (" (stopped once stable)" if n < reps else "")
     )
-    _print_frame(milestones.rename_axis("milestone"), "Milestones (calendar dates)")
+    print_frame(milestones.rename_axis("milestone"), "Milestones (calendar dates)")
     if len(costs):
         scaled = costs.copy()
         billions = scaled.index != "usd_per_gpu_hour"
@@ -371,15 +210,15 @@ def mc(
             "npv_cost": "NPV of cost (USD bn)",
             "usd_per_gpu_hour": "USD per GPU-hour",
         }
-        _print_frame(scaled.rename(index=names).rename_axis("cost"), f"Costs of {scenario.lab}")
+        print_frame(scaled.rename(index=names).rename_axis("cost"), f"Costs of {scenario.lab}")
     critical = stages.sort_values("criticality (site online)", ascending=False).head(10)
-    _print_frame(
+    print_frame(
         critical.set_index(["site", "stage"]).drop(columns="finished"),
         f"Most critical stages (mean and sd in {scenario.time_unit}; criticality: share of "
         "replications on the chain that decided the site's online date)",
     )
     if len(sensitivity):
-        _print_frame(
+        print_frame(
             sensitivity.head(10),
             "What moves the milestones most (Spearman rank correlation with each sampled input)",
         )
@@ -430,7 +269,7 @@ def compare(
     out = out or _default_out("capsim-compare", scenario.name, None, seed)
     executor = _executor(dask, workers)
     try:
-        with _progress() as bar:
+        with progress_bar() as bar:
             tasks: dict[str, int] = {}
 
             def report(name: str, done: int, total: int) -> None:
@@ -452,11 +291,11 @@ def compare(
         if executor is not None:
             executor.close()
     side, diffs, wins = result.side_by_side, result.differences, result.wins
-    _write_outputs(
+    write_outputs(
         out,
         {
             "side_by_side.csv": lambda p: side.to_csv(p, index_label="strategy"),
-            "differences.csv": _csv_writer(diffs),
+            "differences.csv": csv_writer(diffs),
             "wins.csv": lambda p: wins.to_csv(p, index_label="measure"),
         },
     )
@@ -464,16 +303,16 @@ def compare(
         f"[bold]{scenario.name}[/bold]: {', '.join(result.results)}; {reps} replications each, "
         f"seed {seed}, common random numbers"
     )
-    _print_frame(
+    print_frame(
         side.T.rename_axis("measure"),
         "Side by side (P50/P90 dates, share reached, mean costs in USD)",
     )
     first = next(iter(result.results))
-    _print_frame(
+    print_frame(
         diffs.set_index(["strategy", "measure"]).drop(columns="versus"),
         f"Paired differences against {first} (negative: earlier or cheaper)",
     )
-    _print_frame(
+    print_frame(
         wins.rename_axis("measure"),
         "How often each strategy wins (first, or cheapest)",
         shares=True,
@@ -516,7 +355,7 @@ def order(
         spacing = to_time_unit(gap, scenario.time_unit)
     except ValueError as exc:
         raise CapsimError(f"--gap: {exc}") from None
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("orderings", total=None)
         result = search(
             scenario,
@@ -529,15 +368,15 @@ def order(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     table = result.table
-    _write_outputs(out, {"orderings.csv": _csv_writer(table)})
+    write_outputs(out, {"orderings.csv": csv_writer(table)})
     unit = result.objective.unit
     console.print(
         f"[bold]{scenario.name}[/bold]: {len(table)} orderings tried ({result.method}), "
         f"{reps} replications each, objective {objective} ({unit}; "
         f"{'lower' if result.objective.lower_is_better else 'higher'} is better)"
     )
-    console.print(f"The scenario as written scores {_cell(result.baseline.value)}")
-    _print_frame(table.head(top).set_index("order"), "Best orderings")
+    console.print(f"The scenario as written scores {cell(result.baseline.value)}")
+    print_frame(table.head(top).set_index("order"), "Best orderings")
     console.print(f"Wrote orderings.csv to [bold]{out}[/bold]")
 
 
@@ -554,27 +393,6 @@ def _executor(dask: str | None, workers: int):
     from capsim.experiments import DaskExecutor
 
     return DaskExecutor(dask, workers=max(workers, 2))
-
-
-def _progress():
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=errors,
-        transient=True,
-    )
 
 
 def _parse_date(text: str, option: str):
@@ -609,6 +427,8 @@ def validate(
 
     Example: [bold]capsim validate scenarios/greenfield-campus.yaml[/bold]
     """
+    import pandas as pd
+
     from capsim.graph import critical_chain, critical_path_method, pipeline_graph
     from capsim.model import Model
 
@@ -629,31 +449,14 @@ def validate(
             rows = critical_path_method(graph, means)
             basis = "no site follows it; permit and grid stages without a duration count 0"
         n = len(users)
-        table = Table(
-            title=f"Pipeline [bold]{name}[/bold] ({n} site{'s' * (n != 1)}), mean durations in "
-            f"{unit}" + (f" ({basis})" if basis else ""),
-            title_justify="left",
+        columns = ["duration", "early start", "early finish", "late start", "late finish", "float"]
+        table = pd.DataFrame([r[1:] for r in rows], columns=columns, index=[r.stage for r in rows])
+        table[""] = ["critical" if r.critical else "" for r in rows]
+        print_frame(
+            table.rename_axis("stage"),
+            f"Pipeline {name} ({n} site{'s' * (n != 1)}), mean durations in {unit}"
+            + (f" ({basis})" if basis else ""),
         )
-        for column in (
-            "stage",
-            "duration",
-            "early start",
-            "early finish",
-            "late start",
-            "late finish",
-            "float",
-            "",
-        ):
-            table.add_column(column, justify="left" if column in ("stage", "") else "right")
-        for r in rows:
-            style = "bold" if r.critical else ""
-            table.add_row(
-                r.stage,
-                *(f"{v:,.1f}" for v in r[1:]),
-                "critical" if r.critical else "",
-                style=style,
-            )
-        console.print(table)
         chain = critical_chain(graph, rows)
         length = max(r.early_finish for r in rows)
         console.print(f"Critical path: {' -> '.join(chain)}  ({length:,.1f} {unit})\n")
