@@ -26,7 +26,7 @@ _API = {
     "Model": "capsim.model",
     "replication_rng": "capsim.model",
     "monte_carlo": "capsim.experiments",
-    "compare": "capsim.experiments",
+    "compare": "capsim.comparison",
     "run_tables": "capsim.summary",
     "strategy_summary": "capsim.summary",
 }

@@ -261,7 +261,7 @@ def compare(
 
     Example: [bold]capsim compare scenarios/stargate-pivot.yaml --strategies build,lease[/bold]
     """
-    from capsim.experiments import compare as run_comparison
+    from capsim.comparison import compare as run_comparison
 
     scenario = _load(file)
     seed = scenario.seed if seed is None else seed
@@ -390,7 +390,7 @@ def _executor(dask: str | None, workers: int):
     """A Dask executor shared by several experiments, or None for local workers."""
     if dask is None:
         return None
-    from capsim.experiments import DaskExecutor
+    from capsim.executors import DaskExecutor
 
     return DaskExecutor(dask, workers=max(workers, 2))
 

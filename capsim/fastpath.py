@@ -4,7 +4,7 @@ When no active stage waits for anything but its predecessors (no shared resource
 kinds, risks, leases or markets), every replication's schedule is a longest-path computation over
 the stage DAG. Here it runs for all replications of a chunk at once, one numpy operation per
 stage, and gives exactly the rows and per-stage tallies the discrete-event engine gives (the same
-draws, the same arithmetic): :func:`capsim.experiments.run_chunk` uses it automatically.
+draws, the same arithmetic): :func:`capsim.replications.run_chunk` uses it automatically.
 
 >>> from capsim.loader import parse_scenario
 >>> scenario = parse_scenario({
@@ -45,8 +45,8 @@ def simulate_chunk(
     model: Model, seed: int, start: int, stop: int
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Replications ``start`` to ``stop - 1`` as rows (the columns of
-    :func:`capsim.experiments.replication_row`) and the per-stage sums of
-    :class:`capsim.experiments.StageTally` (fields by active task)."""
+    :func:`capsim.replications.replication_row`) and the per-stage sums of
+    :class:`capsim.replications.StageTally` (fields by active task)."""
     reps = np.arange(start, stop)
     values = np.stack([replication_rng(seed, int(i)).random(model.n_slots) for i in reps])
     for dist, ids in model._groups:
@@ -78,8 +78,6 @@ def simulate_chunk(
 
 
 def _rows(model: Model, reps: np.ndarray, finish: np.ndarray) -> pd.DataFrame:
-    from capsim.experiments import column_key
-
     active = [info for info in model.sites if info.active]
     online = np.stack(
         [np.where(np.isnan(finish[:, list(i.tasks)]).any(axis=1), np.nan,
@@ -95,7 +93,7 @@ def _rows(model: Model, reps: np.ndarray, finish: np.ndarray) -> pd.DataFrame:
     for milestone in model.scenario.milestones:
         hit = levels >= milestone.mw - 1e-9
         first = np.argmax(hit, axis=1)
-        rows[f"t_{column_key(milestone.label)}"] = np.where(
+        rows[milestone.column] = np.where(
             hit.any(axis=1), times[np.arange(len(reps)), first], np.nan
         )
     for k, info in enumerate(active):

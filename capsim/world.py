@@ -16,6 +16,7 @@ explains what each mechanism models and the assumptions behind it.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Literal
 
 from pydantic import (
@@ -364,6 +365,11 @@ class Milestone(SchemaModel):
     def measure(self) -> tuple[str, float]:
         """(``"mw"``, ``"gpus"`` or ``"pflops"``, the level)."""
         return next((k, v) for k in ("mw", "gpus", "pflops") if (v := getattr(self, k)) is not None)
+
+    @property
+    def column(self) -> str:
+        """Its column in replications.csv: ``t_1GW``, ``t_100000GPUs``."""
+        return "t_" + re.sub(r"[^0-9A-Za-z.]+", "", self.label)
 
     @property
     def label(self) -> str:

@@ -25,22 +25,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from capsim import experiments, fastpath
+from capsim import experiments, fastpath, replications
+from capsim.comparison import Comparison, compare
 from capsim.errors import CapsimError
-from capsim.experiments import (
-    Comparison,
-    DaskExecutor,
-    LocalExecutor,
-    MonteCarloResult,
-    StageTally,
-    column_key,
-    compare,
-    monte_carlo,
-    replication_row,
-)
+from capsim.executors import DaskExecutor, LocalExecutor
+from capsim.experiments import MonteCarloResult, monte_carlo
 from capsim.loader import load_scenario, parse_scenario
 from capsim.model import Model, replication_rng
 from capsim.ordering import evaluate, parse_objective, search
+from capsim.replications import StageTally, replication_row
 from capsim.results import stage_table
 from capsim.units import DAYS_PER
 
@@ -427,7 +420,7 @@ def fail_replication(monkeypatch, bad: int) -> None:
             raise RuntimeError("injected failure")
         return real(seed, replication)
 
-    monkeypatch.setattr(experiments, "replication_rng", rng)
+    monkeypatch.setattr(replications, "replication_rng", rng)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -494,7 +487,7 @@ def test_a_failing_replication_is_recorded_on_the_fast_path(precedence_only, mon
         return real(seed, replication)
 
     monkeypatch.setattr(fastpath, "replication_rng", rng)
-    monkeypatch.setattr(experiments, "replication_rng", rng)
+    monkeypatch.setattr(replications, "replication_rng", rng)
     result = monte_carlo(precedence_only, reps=10, seed=1)
     assert list(result.failed["replication"]) == [3]
     assert len(result.replications) == 10
@@ -513,9 +506,9 @@ def column_of(name: str, scenario) -> str:
     """The replications column of a row of MonteCarloResult.milestones."""
     if name == "all sites online":
         return "t_all_online"
-    labels = {m.label for m in scenario.milestones}
+    labels = {m.label: m.column for m in scenario.milestones}
     if name in labels:
-        return f"t_{column_key(name)}"
+        return labels[name]
     return "online:" + name.removesuffix(" online")
 
 

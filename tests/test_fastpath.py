@@ -8,9 +8,10 @@ import pytest
 from scipy import stats
 
 from capsim import fastpath
-from capsim.experiments import StageTally, monte_carlo, replication_row
+from capsim.experiments import monte_carlo
 from capsim.loader import parse_scenario, parse_yaml, shipped_scenario
 from capsim.model import Model
+from capsim.replications import StageTally, replication_row
 
 
 def _without_resources(name: str) -> dict:

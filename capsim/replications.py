@@ -1,0 +1,204 @@
+"""One replication reduced to a row, and chunks of replications: what every Monte Carlo worker
+runs. A row holds the milestone times, each site's online time, the perspective org's costs and
+counts of notable events; a :class:`StageTally` adds up per-stage waits, durations and how often
+each stage decided when its site came online.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import traceback
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from capsim import fastpath
+from capsim.capacity import milestone_times
+from capsim.costs import cost_summary
+from capsim.model import Model, replication_rng
+from capsim.records import Run, StageRecord, WorldEvent
+from capsim.schema import Scenario
+
+NOTABLE_COUNTS = ("paused", "cancelled", "transferred", "lease_late", "lease_terminated")
+
+
+class StageTally:
+    """Per-stage sums over replications, merged by addition (so memory does not grow with the
+    number of replications): waits and durations, and how often each stage lay on the chain of
+    stages that decided when its site came online (``critical_site``) and when the last site came
+    online (``critical_last``)."""
+
+    FIELDS = ("n", "wait", "wait_sq", "duration", "duration_sq", "critical_site", "critical_last")
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.tasks = np.array(model.active_tasks, dtype=int)
+        self.sums = np.zeros((len(self.FIELDS), len(self.tasks)))
+        self.replications = 0
+
+    def add(self, run: Run) -> None:
+        ready, start, finish = run.ready[self.tasks], run.start[self.tasks], run.finish[self.tasks]
+        done = ~np.isnan(finish)
+        wait = np.where(done, start - ready, 0.0)
+        duration = np.where(done, finish - start, 0.0)
+        on_site, on_last = critical_chains(run)
+        position = {t: k for k, t in enumerate(self.tasks)}
+        critical_site = np.zeros(len(self.tasks))
+        critical_last = np.zeros(len(self.tasks))
+        critical_site[[position[t] for t in on_site]] = 1
+        critical_last[[position[t] for t in on_last]] = 1
+        rows = (
+            done,
+            wait,
+            wait * wait,
+            duration,
+            duration * duration,
+            critical_site,
+            critical_last,
+        )
+        self.sums += np.vstack(rows)
+        self.replications += 1
+
+    def frame(self) -> pd.DataFrame:
+        """The sums as a table, one row per active site x stage."""
+        table = pd.DataFrame(self.sums.T, columns=list(self.FIELDS))
+        table.insert(0, "task", self.tasks)
+        table.insert(1, "replications", self.replications)
+        return table
+
+
+def critical_chains(run: Run) -> tuple[set[int], set[int]]:
+    """The stages that decided when each site came online (walking back from its last stage
+    through the predecessor that finished last), and the chain of the last site to come online.
+
+    >>> from capsim.loader import load_scenario, shipped_scenario
+    >>> model = Model(load_scenario(shipped_scenario("greenfield-campus")))
+    >>> sites, last = critical_chains(model.run(model.mean_durations()))
+    >>> sorted(model.tasks[t].stage for t in last)
+    ['commissioning', 'construction', 'permit_amendment']
+    """
+    model = run.model
+    chains: dict[int, set[int]] = {}
+    online: dict[int, float] = {}
+    for info in model.sites:
+        finish = run.finish[list(info.tasks)]
+        if not info.active or np.isnan(finish).any():
+            continue
+        task = info.tasks[int(np.argmax(finish))]
+        chain = {task}
+        while model.tasks[task].predecessors:
+            before = max(model.tasks[task].predecessors, key=lambda p: run.finish[p])
+            if run.finish[before] < run.ready[task] - 1e-9:
+                break  # it became ready at the site's start, not when a predecessor finished
+            task = before
+            chain.add(task)
+        chains[info.index] = chain
+        online[info.index] = float(finish.max())
+    on_site = set().union(*chains.values()) if chains else set()
+    last = chains[max(online, key=online.get)] if online else set()
+    return on_site, last
+
+
+def replication_row(
+    model: Model,
+    seed: int,
+    replication: int,
+    tally: StageTally | None = None,
+    logs: dict[str, list] | None = None,
+) -> dict[str, Any]:
+    """One replication reduced to one row: milestone times, each site's online time, costs of the
+    perspective org, counts of notable events; its stages are added to ``tally``. A replication
+    that raises gives a row with ``failed`` set and the error, so that a batch goes on."""
+    row: dict[str, Any] = {
+        "replication": replication,
+        "failed": False,
+        "error": "",
+        "finished": False,
+    }
+    try:
+        run = model.run(model.draw(replication_rng(seed, replication)))
+        row["finished"] = run.finished
+        for milestone, t in milestone_times(run).items():
+            row[milestone.column] = t
+        online = []
+        for info in model.sites:
+            if info.active:
+                finish = run.finish[list(info.tasks)]
+                t = float(finish.max()) if not np.isnan(finish).any() else math.nan
+                online.append(t)
+                row[f"online:{info.spec.name}"] = t
+        row["t_all_online"] = (
+            max(online) if online and not any(map(math.isnan, online)) else math.nan
+        )
+        lab = model.scenario.lab
+        if lab is not None:
+            costs = cost_summary(run, lab)
+            for key in ("capex", "opex", "npv_cost", "usd_per_gpu_hour"):
+                row[key] = costs[key]
+        kinds = [e.kind for e in run.world]
+        for kind in NOTABLE_COUNTS:
+            row[f"n_{kind}"] = kinds.count(kind)
+        if tally is not None:
+            tally.add(run)
+        if logs is not None:
+            logs["stages"].extend((replication, *record) for record in run.events())
+            logs["world"].extend((replication, *event) for event in run.world)
+    except Exception as exc:
+        row["failed"] = True
+        row["error"] = f"{type(exc).__name__}: {exc} | " + traceback.format_exc(limit=-1).strip()
+    return row
+
+
+_MODELS: dict[tuple[str, str | None], Model] = {}
+
+
+class Chunk(NamedTuple):
+    """What a chunk of replications gives back."""
+
+    rows: pd.DataFrame
+    stages: pd.DataFrame  # the StageTally sums
+    stage_log: pd.DataFrame | None  # with --save-events
+    world_log: pd.DataFrame | None
+
+
+def run_chunk(
+    scenario: Scenario, strategy: str | None, seed: int, start: int, stop: int,
+    save_events: bool = False,
+) -> Chunk:  # fmt: skip
+    """Replications ``start`` to ``stop - 1``: their rows, their stages' tally and, with
+    ``save_events``, their full logs. Compiles the model once per process."""
+    key = (fingerprint(scenario), strategy)
+    model = _MODELS.get(key)
+    if model is None:
+        model = _MODELS[key] = Model(scenario, strategy)
+    tally = StageTally(model)
+    if fastpath.eligible(model) and not save_events:
+        try:
+            rows, tally.sums = fastpath.simulate_chunk(model, seed, start, stop)
+            tally.replications = stop - start
+            return Chunk(rows, tally.frame(), None, None)
+        except Exception:
+            tally = StageTally(model)
+    logs: dict[str, list] | None = {"stages": [], "world": []} if save_events else None
+    rows = pd.DataFrame([replication_row(model, seed, i, tally, logs) for i in range(start, stop)])
+    if logs is None:
+        return Chunk(rows, tally.frame(), None, None)
+    stage_log = pd.DataFrame(logs["stages"], columns=["replication", *StageRecord._fields])
+    world_log = pd.DataFrame(logs["world"], columns=["replication", *WorldEvent._fields])
+    return Chunk(rows, tally.frame(), stage_log, world_log)
+
+
+def code_fingerprint() -> str:
+    """A hash of capsim's own source: chunks computed by other code are not reused."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint(scenario: Scenario) -> str:
+    """A hash of the validated scenario: two runs share chunks only if it is equal."""
+    return hashlib.sha256(scenario.model_dump_json(by_alias=True).encode()).hexdigest()[:16]
