@@ -167,7 +167,9 @@ class _Replication(StageKinds, Offtakes):
 
     def _at(self, delay: float, callback: Callable, arg: Hashable) -> None:
         """Call ``callback(arg)`` after ``delay``."""
-        self.env.timeout(max(delay, 0.0), value=(callback, arg)).callbacks.append(self._fire)
+        self.env.timeout(delay if delay > 0 else 0.0, value=(callback, arg)).callbacks.append(
+            self._fire
+        )
 
     @staticmethod
     def _fire(event: simpy.Event) -> None:
@@ -238,8 +240,12 @@ class _Replication(StageKinds, Offtakes):
 
     def _make_ready(self, task: int) -> None:
         self.ready[task] = self.env.now
+        risks = self.tasks[task].risks
+        if not risks:  # the common case, kept short
+            self._acquire(task)
+            return
         site = self.tasks[task].site
-        pause = self._strike_all(self.tasks[task].risks, site, task)
+        pause = self._strike_all(risks, site, task)
         if self.cancelled[site]:
             return
         if pause:
@@ -256,20 +262,21 @@ class _Replication(StageKinds, Offtakes):
             self._acquire(task)
 
     def _acquire(self, task: int) -> None:
-        needs = self.tasks[task].needs
+        spec = self.tasks[task]
         k = self.next_need[task]
-        if k < len(needs):
+        if k < len(spec.needs):
             self.next_need[task] = k + 1
-            name, amount = needs[k]
+            name, amount = spec.needs[k]
             self._queue(self.pools[name], task, amount, self.priority[task], self._granted)
             return
-        kind = self.tasks[task].kind
+        kind = spec.kind
+        if kind == "task" or kind == "power":
+            self.start[task] = self.env.now
+            self._at(self.values[spec.slot] + self.extra[task], self._complete, task)
+            return
         if kind not in ("permit", "grid"):  # those start when their review or study slot is free
             self.start[task] = self.env.now
-        if kind in ("task", "power"):
-            self._at(self.values[self.tasks[task].slot] + self.extra[task], self._complete, task)
-        else:
-            self.begin[kind](task)
+        self.begin[kind](task)
 
     def _granted(self, task: int) -> None:
         if self.cancelled[self.tasks[task].site]:
@@ -289,12 +296,14 @@ class _Replication(StageKinds, Offtakes):
             self._release_needs(task)
             return
         self.finish[task] = self.env.now
-        self.gate.pop(task, None)
-        self._release_needs(task)
+        if self.gate:
+            self.gate.pop(task, None)
+        if spec.needs:
+            self._release_needs(task)
         if spec.kind == "power" and spec.spec.capex_per_mw:
             mw = self.model.sites[site].spec.mw
             self._site_log(site, "capex", mw * spec.spec.capex_per_mw, detail="on-site power")
-        if spec.kind in ("grid", "power"):
+        if spec.kind == "grid" or spec.kind == "power":
             self.power_left[site] -= 1
             if self.power_left[site] == 0:
                 self.powered[site] = True
