@@ -48,10 +48,9 @@ def simulate_chunk(
     :func:`capsim.replications.replication_row`) and the per-stage sums of
     :class:`capsim.replications.StageTally` (fields by active task)."""
     reps = np.arange(start, stop)
-    values = np.stack([replication_rng(seed, int(i)).random(model.n_slots) for i in reps])
-    for dist, ids in model._groups:
-        values[:, ids] = dist.ppf(values[:, ids])
-    values *= model._scale
+    values = model.values(
+        np.stack([replication_rng(seed, int(i)).random(model.n_slots) for i in reps])
+    )
     horizon = model.scenario.horizon
     n = len(reps)
     ready = np.full((n, len(model.tasks)), np.nan)

@@ -75,11 +75,6 @@ class HbmMarket:
         return sum(a.gb for a in self.log)
 
     @property
-    def backlog(self) -> float:
-        """GB ordered and not yet allocated."""
-        return sum(o.remaining for _, o in self._queue if not o.done)
-
-    @property
     def waiting(self) -> int:
         """How many orders are not filled yet (kept as a count: asked at every order)."""
         return self._open

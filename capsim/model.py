@@ -270,7 +270,7 @@ class Model:
         self.inputs = slots.inputs
         self.slot_dists = slots.dists
         self._groups = [(dist, np.array(ids)) for dist, ids in groups.items()]
-        self._scale = np.array(slots.scale)
+        self._slot_scale = np.array(slots.scale)
         self.pending = [len(t.predecessors) for t in self.tasks]
         self.active_tasks = [t for info in self.sites if info.active for t in info.tasks]
 
@@ -328,19 +328,23 @@ class Model:
         return out
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
-        """Every slot's value for one replication: one uniform per slot, then each
-        distribution's inverse CDF over its slots at once. Raw-uniform slots keep the uniform."""
-        values = rng.random(self.n_slots)
+        """Every slot's value for one replication: one uniform per slot, through :meth:`values`."""
+        return self.values(rng.random(self.n_slots))
+
+    def values(self, uniforms: np.ndarray) -> np.ndarray:
+        """Slot values from slot uniforms (one row per replication, or a single row): each
+        distribution's inverse CDF over its slots at once; raw-uniform slots keep the uniform."""
+        values = np.array(uniforms, dtype=float)
         for dist, ids in self._groups:
-            values[ids] = dist.ppf(values[ids])
-        return values * self._scale
+            values[..., ids] = dist.ppf(values[..., ids])
+        return values * self._slot_scale
 
     def mean_durations(self) -> np.ndarray:
         """Every slot at its distribution's mean (raw uniforms at 0.5: the median outcome)."""
         values = np.full(self.n_slots, 0.5)
         for dist, ids in self._groups:
             values[ids] = dist.mean
-        return values * self._scale
+        return values * self._slot_scale
 
     def run(self, values: np.ndarray) -> Run:
         """Simulate one replication with the given slot values, up to the horizon."""

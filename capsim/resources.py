@@ -94,11 +94,6 @@ class Supply:
     def _live(self) -> list[tuple[Any, int, Hashable, float, Callable[[Any], None]]]:
         return [entry for entry in self._queue if entry[2] not in self._withdrawn]
 
-    @property
-    def backlog(self) -> float:
-        """Units requested and not yet granted."""
-        return sum(entry[3] for entry in self._live())
-
     def waiting(self, key: Hashable) -> Waiting | None:
         """Where ``key`` stands in the queue, or None if it is not waiting here."""
         ordered = sorted(self._live(), key=lambda entry: entry[:2])

@@ -68,15 +68,18 @@ def stage_table(run: Run) -> pd.DataFrame:
     return df
 
 
-def site_table(run: Run) -> pd.DataFrame:
+def site_table(
+    run: Run, stages: pd.DataFrame | None = None, events: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One row per active site: its earliest start, when it came online (its last stage
     finished), its owner at the horizon and what happened to it (paused, cancelled, transferred).
+    ``stages`` and ``events`` are the run's own tables, if they are at hand already.
     """
     model = run.model
     infos = [info for info in model.sites if info.active]
-    stages = stage_table(run)
+    stages = stage_table(run) if stages is None else stages
     waits = stages.groupby("site", sort=False)["wait"].sum()
-    events = events_table(run)
+    events = events_table(run) if events is None else events
     happened = (
         events[
             events["kind"].isin(["paused", "delayed", "cancelled", "transferred", "permit_refused"])

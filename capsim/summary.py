@@ -30,11 +30,12 @@ NOTABLE = ("paused", "delayed", "cancelled", "transferred", "permit_refused", "l
 def run_tables(run: Run) -> dict[str, pd.DataFrame]:
     """All tables of one run, by file stem: stages, sites, capacity, events, costs, and hbm when
     the scenario has an HBM market."""
+    stages, events = stage_table(run), events_table(run)
     tables = {
-        "stages": stage_table(run),
-        "sites": site_table(run),
+        "stages": stages,
+        "sites": site_table(run, stages, events),
         "capacity": capacity_table(run),
-        "events": events_table(run),
+        "events": events,
         "costs": cash_flows(run),
     }
     if run.model.scenario.hbm is not None:
@@ -47,23 +48,16 @@ def hbm_table(run: Run) -> pd.DataFrame:
     and not yet allocated) at the end of the period."""
     scenario = run.model.scenario
     period = scenario.hbm.period
-    n = int(scenario.horizon // period)
-    produced = []
-    for k in range(n):
-        start = k * period
-        level = 0.0
-        for supplier in scenario.hbm.suppliers.values():
-            level += next(
-                (s.gb_per_period for s in reversed(supplier.output) if s.from_ <= start), 0.0
-            )
-        produced.append(level)
+    schedule = run.model.hbm_schedule  # what the engine delivers, period by period
+    n = len(schedule)
+    produced = [common + sum(reserved.values()) for _, reserved, common in schedule]
     events = events_table(run)
     gens = scenario.generations
     allocated = events[events["kind"] == "hbm_allocated"]
     ordered = events[events["kind"] == "gpus_ordered"]
     ordered_gb = ordered["amount"] * ordered["generation"].map(lambda g: gens[g].hbm_gb)
     cancelled = events[events["kind"] == "hbm_cancelled"]
-    ends = [(k + 1) * period for k in range(n)]
+    ends = [t for t, _, _ in schedule]
     df = pd.DataFrame({"period": range(1, n + 1), "time": ends, "produced_gb": produced})
     bucket = ((allocated["time"] - 1e-9) // period).astype(int) + 1
     by_buyer = allocated.assign(period=bucket).pivot_table(
