@@ -18,6 +18,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 
 from capsim.engine import Run
@@ -115,36 +116,64 @@ def capacity_table(run: Run) -> pd.DataFrame:
     return steps
 
 
-def milestone_times(
-    run: Run, milestones: list[Milestone] | None = None, org: str | None = None
-) -> dict[Milestone, float]:
-    """The first model time each milestone is reached (NaN if never by the horizon).
+def perspective_levels(
+    run: Run, org: str | None = None
+) -> Iterator[tuple[float, float, float, float]]:
+    """The perspective's capacity after each change, in time order: (time, MW, GPUs, PFLOPS).
 
-    Capacity is the ``org``'s own plus leased (default: the scenario's perspective org); with no
-    perspective, all orgs' own capacity together. Pure Python over the event log: this runs once
-    per Monte Carlo replication.
+    The perspective is the ``org``'s own plus leased capacity (default: the scenario's
+    perspective org); with no perspective, all orgs' own capacity together.
     """
     scenario = run.model.scenario
-    milestones = scenario.milestones if milestones is None else milestones
     org = org or scenario.lab
     pflops = {name: g.pflops for name, g in scenario.generations.items()}
-    level = {"mw": 0.0, "gpus": 0.0, "pflops": 0.0}
-    out = dict.fromkeys(milestones, math.nan)
-    pending = list(milestones)
+    mw_level = gpus_level = pflops_level = 0.0
     for time, who, source, gen, gpus, mw in iter_deltas(run):
         if (who != org) if org is not None else (source != "own"):
             continue
-        level["mw"] += mw
-        level["gpus"] += gpus
-        level["pflops"] += gpus * pflops.get(gen, 0.0)
+        mw_level += mw
+        gpus_level += gpus
+        pflops_level += gpus * pflops.get(gen, 0.0)
+        yield time, mw_level, gpus_level, pflops_level
+
+
+def milestone_times(
+    run: Run, milestones: list[Milestone] | None = None, org: str | None = None
+) -> dict[Milestone, float]:
+    """The first model time each milestone is reached (NaN if never by the horizon), for the
+    capacity of :func:`perspective_levels`. Pure Python over the event log: this runs once per
+    Monte Carlo replication.
+    """
+    milestones = run.model.scenario.milestones if milestones is None else milestones
+    out = dict.fromkeys(milestones, math.nan)
+    pending = list(milestones)
+    column = {"mw": 1, "gpus": 2, "pflops": 3}
+    for levels in perspective_levels(run, org):
         for m in list(pending):
             measure, target = m.measure
-            if level[measure] >= target - 1e-9:
-                out[m] = time
+            if levels[column[measure]] >= target - 1e-9:
+                out[m] = levels[0]
                 pending.remove(m)
         if not pending:
             break
     return out
+
+
+def capacity_on_grid(run: Run, times: np.ndarray, org: str | None = None) -> np.ndarray:
+    """The perspective's (MW, GPUs, PFLOPS) online at each of ``times`` (sorted model times),
+    counting changes at exactly that time: an array of shape ``(len(times), 3)``.
+
+    >>> from capsim.loader import load_scenario, shipped_scenario
+    >>> from capsim.model import Model, replication_rng
+    >>> model = Model(load_scenario(shipped_scenario("greenfield-campus")))
+    >>> run = model.run(model.mean_durations())
+    >>> capacity_on_grid(run, np.array([0.0, model.scenario.horizon]))[:, 0].tolist()
+    [0.0, 1000.0]
+    """
+    levels = np.array([(0.0, 0.0, 0.0, 0.0), *perspective_levels(run, org)])
+    # the last change at or before each time (the leading zero row covers earlier times)
+    at = np.searchsorted(levels[1:, 0], np.asarray(times) + 1e-9, side="right")
+    return levels[at, 1:]
 
 
 def gpu_hours(run: Run, org: str) -> float:

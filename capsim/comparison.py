@@ -16,6 +16,7 @@ from capsim.errors import CapsimError
 from capsim.executors import Executor
 from capsim.experiments import MonteCarloResult, monte_carlo
 from capsim.model import Model
+from capsim.replications import HEADLINE_COSTS
 from capsim.schema import Scenario
 
 
@@ -32,7 +33,7 @@ class Comparison:
     def _measures(self) -> list[str]:
         first = next(iter(self.results.values())).replications
         keep = [c for c in first.columns if c.startswith("t_")]
-        return keep + [c for c in ("capex", "opex", "npv_cost", "usd_per_gpu_hour") if c in first]
+        return keep + [c for c in HEADLINE_COSTS if c in first]
 
     @property
     def side_by_side(self) -> pd.DataFrame:
@@ -49,7 +50,7 @@ class Comparison:
                     milestone, "reached"
                 ]
             ok = result.replications[~result.replications["failed"]]
-            for cost in ("capex", "opex", "npv_cost", "usd_per_gpu_hour"):
+            for cost in HEADLINE_COSTS:
                 if cost in ok:
                     label = _measure_label(cost, self._scenario).replace("(USD)", "(USD bn)")
                     scale = 1.0 if cost == "usd_per_gpu_hour" else 1e9

@@ -141,7 +141,8 @@ def cash_flows(run: Run) -> pd.DataFrame:
 
 
 def cost_summary(run: Run, org: str) -> dict[str, float]:
-    """Totals for ``org`` over the horizon: CapEx, OpEx, their split, NPV, cost per GPU-hour.
+    """Totals for ``org`` over the horizon: CapEx (facility, on-site power, GPUs), OpEx (energy,
+    lease), the CapEx share, NPV, GPU-hours and cost per GPU-hour.
 
     Exact integrals of the lumps and flows, no calendar grid: fast enough for every replication.
     """
@@ -172,6 +173,9 @@ def cost_summary(run: Run, org: str) -> dict[str, float]:
     return {
         "capex": capex,
         "opex": opex,
+        "capex_facility": total["capex_facility"],
+        "capex_power": total["capex_power"],
+        "capex_gpus": total["capex_gpus"],
         "energy": total["energy"],
         "lease": total["lease"],
         "capex_share": capex / (capex + opex) if capex + opex else math.nan,

@@ -29,7 +29,8 @@ from capsim import __version__, fastpath
 from capsim.errors import CapsimError
 from capsim.executors import Executor, LocalExecutor
 from capsim.model import Model, replication_rng
-from capsim.replications import code_fingerprint, fingerprint
+from capsim.replications import HEADLINE_COSTS, code_fingerprint, fingerprint
+from capsim.results import to_dates
 from capsim.schema import Scenario
 
 CHUNK_SIZE = 100
@@ -47,6 +48,8 @@ class MonteCarloResult:
     replications: pd.DataFrame
     stage_sums: pd.DataFrame  # StageTally sums by task
     by: list[pd.Timestamp] = field(default_factory=list)
+    #: profiles of the first PROFILE_REPS replications (capsim.profiles): stage_times, ...
+    profiles: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def stages(self) -> pd.DataFrame:
@@ -171,16 +174,13 @@ class MonteCarloResult:
         return DAYS_PER[self.scenario.time_unit]
 
     def _date(self, t: float) -> pd.Timestamp:
-        return (
-            pd.Timestamp(self.scenario.start)
-            + pd.to_timedelta(t * self._days_per_unit() + 1e-6, unit="D")
-        ).floor("D")
+        return to_dates(self.scenario, [t]).iloc[0]
 
     @property
     def costs(self) -> pd.DataFrame:
         """P10/P50/P90 and mean of the perspective org's costs (USD)."""
         ok = self.replications[~self.replications["failed"]]
-        columns = [c for c in ("capex", "opex", "npv_cost", "usd_per_gpu_hour") if c in ok]
+        columns = [c for c in HEADLINE_COSTS if c in ok]
         if not columns:
             return pd.DataFrame(columns=["10%", "50%", "90%", "mean"])
         return ok[columns].describe(percentiles=[0.1, 0.5, 0.9]).T[["10%", "50%", "90%", "mean"]]
@@ -215,6 +215,7 @@ def monte_carlo(
     chunks = Path(out) / "chunks" if out is not None else None
     done: dict[int, pd.DataFrame] = {}
     tallies: dict[int, pd.DataFrame] = {}
+    profiles: dict[int, dict[str, pd.DataFrame]] = {}
     if chunks is not None:
         _claim(Path(out), scenario, strategy, seed, save_events, size)
         for path in sorted(chunks.glob("*.rows.parquet")):  # written last: the chunk is complete
@@ -222,6 +223,10 @@ def monte_carlo(
             if start < reps:
                 done[start] = pd.read_parquet(path)
                 tallies[start] = pd.read_parquet(chunks / f"{start:09d}.stages.parquet")
+                profiles[start] = {
+                    p.name.split(".")[1].removeprefix("profile-"): pd.read_parquet(p)
+                    for p in chunks.glob(f"{start:09d}.profile-*.parquet")
+                }
     plan = [(s, min(s + size, reps)) for s in range(0, reps, size)]
     todo = [(s, e) for s, e in plan if s not in done or len(done[s]) != e - s]
     keep = {s for s, e in todo if s in done and len(done[s]) > e - s}  # a longer run's chunk
@@ -232,6 +237,8 @@ def monte_carlo(
         job = {"scenario": scenario, "strategy": strategy, "seed": seed, "save_events": save_events}
         for start, chunk in executor.map_chunks(todo, job):
             done[start], tallies[start] = chunk.rows, chunk.stages
+            # chunks past the sampled replications have no profiles
+            profiles[start] = chunk.profiles if len(chunk.profiles["stage_times"]) else {}
             if chunks is not None and start not in keep:
                 if chunk.stage_log is not None:
                     events = Path(out) / "events"
@@ -239,6 +246,8 @@ def monte_carlo(
                     _write_atomically(chunk.stage_log, events / f"{start:09d}.stages.parquet")
                     _write_atomically(chunk.world_log, events / f"{start:09d}.world.parquet")
                 _write_atomically(chunk.stages, chunks / f"{start:09d}.stages.parquet")
+                for name, frame in profiles[start].items():
+                    _write_atomically(frame, chunks / f"{start:09d}.profile-{name}.parquet")
                 _write_atomically(chunk.rows, chunks / f"{start:09d}.rows.parquet")
             if progress:
                 progress(sum(len(r) for r in done.values()), reps)
@@ -252,9 +261,12 @@ def monte_carlo(
     frames = [done[s] for s, _ in plan if s in done]
     replications = pd.concat(frames, ignore_index=True).sort_values("replication", kind="stable")
     stages = sum(tallies[s].set_index("task") for s, _ in plan if s in tallies)
+    sampled = [profiles[s] for s, _ in plan if profiles.get(s)]
     return MonteCarloResult(
-        scenario, strategy, seed, replications.reset_index(drop=True), stages, by or []
-    )
+        scenario, strategy, seed, replications.reset_index(drop=True), stages, by or [],
+        {k: pd.concat([p[k] for p in sampled], ignore_index=True) for k in sampled[0]}
+        if sampled else {},
+    )  # fmt: skip
 
 
 def _stop_at(

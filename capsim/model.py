@@ -251,7 +251,10 @@ class Model:
             )
             for i, (name, lease) in enumerate(scenario.leases.items())
         ]
-        self.year_starts = _year_starts(scenario)
+        months = _month_starts(scenario)
+        #: model times of the first day of every month, and of every 1 January, to the horizon
+        self.month_starts = [t for _, t in months]
+        self.year_starts = [t for day, t in months if day.month == 1]
         self.hbm_schedule = _hbm_schedule(scenario)
         self.rollout = tuple(rollout or ())
         by_site = {info.spec.name: info for info in self.sites if info.active}
@@ -367,16 +370,17 @@ def _tranche_sizes(site: Site) -> tuple[int | None, ...]:
     return tuple(base + (1 if i < extra else 0) for i in range(tranches))
 
 
-def _year_starts(scenario: Scenario) -> list[float]:
-    """Model times of every 1 January after the start and before the horizon."""
-    times = []
-    year = scenario.start.year + 1
-    while (
-        t := from_date(scenario.start, dt.date(year, 1, 1), scenario.time_unit)
-    ) <= scenario.horizon:
-        times.append(t)
-        year += 1
-    return times
+def _month_starts(scenario: Scenario) -> list[tuple[dt.date, float]]:
+    """The first day of every month after the start and up to the horizon, with its model time."""
+    out = []
+    year, month = scenario.start.year, scenario.start.month
+    while True:
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        first = dt.date(year, month, 1)
+        t = from_date(scenario.start, first, scenario.time_unit)
+        if t > scenario.horizon:
+            return out
+        out.append((first, t))
 
 
 def _hbm_schedule(scenario: Scenario) -> list[tuple[float, dict[str, float], float]]:

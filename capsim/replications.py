@@ -19,10 +19,16 @@ from capsim import fastpath
 from capsim.capacity import milestone_times
 from capsim.costs import cost_summary
 from capsim.model import Model, replication_rng
+from capsim.profiles import PROFILE_REPS, Profiles
 from capsim.records import Run, StageRecord, WorldEvent
 from capsim.schema import Scenario
 
 NOTABLE_COUNTS = ("paused", "cancelled", "transferred", "lease_late", "lease_terminated")
+#: The headline costs among them.
+HEADLINE_COSTS = ("capex", "opex", "npv_cost", "usd_per_gpu_hour")
+#: The perspective org's costs in each row (USD; the last is USD per GPU-hour).
+COST_COLUMNS = ("capex", "opex", "npv_cost", "capex_facility", "capex_power", "capex_gpus",
+                "energy", "lease", "usd_per_gpu_hour")  # fmt: skip
 
 
 class StageTally:
@@ -108,10 +114,12 @@ def replication_row(
     replication: int,
     tally: StageTally | None = None,
     logs: dict[str, list] | None = None,
+    profiles: Profiles | None = None,
 ) -> dict[str, Any]:
     """One replication reduced to one row: milestone times, each site's online time, costs of the
-    perspective org, counts of notable events; its stages are added to ``tally``. A replication
-    that raises gives a row with ``failed`` set and the error, so that a batch goes on."""
+    perspective org, counts of notable events; its stages are added to ``tally`` and, among the
+    first :data:`~capsim.profiles.PROFILE_REPS`, its profile to ``profiles``. A replication that
+    raises gives a row with ``failed`` set and the error, so that a batch goes on."""
     row: dict[str, Any] = {
         "replication": replication,
         "failed": False,
@@ -136,13 +144,15 @@ def replication_row(
         lab = model.scenario.lab
         if lab is not None:
             costs = cost_summary(run, lab)
-            for key in ("capex", "opex", "npv_cost", "usd_per_gpu_hour"):
+            for key in COST_COLUMNS:
                 row[key] = costs[key]
         kinds = [e.kind for e in run.world]
         for kind in NOTABLE_COUNTS:
             row[f"n_{kind}"] = kinds.count(kind)
         if tally is not None:
             tally.add(run)
+        if profiles is not None and replication < PROFILE_REPS:
+            profiles.add(replication, run)
         if logs is not None:
             logs["stages"].extend((replication, *record) for record in run.events())
             logs["world"].extend((replication, *event) for event in run.world)
@@ -160,6 +170,7 @@ class Chunk(NamedTuple):
 
     rows: pd.DataFrame
     stages: pd.DataFrame  # the StageTally sums
+    profiles: dict[str, pd.DataFrame]  # of its replications below PROFILE_REPS
     stage_log: pd.DataFrame | None  # with --save-events
     world_log: pd.DataFrame | None
 
@@ -174,21 +185,26 @@ def run_chunk(
     model = _MODELS.get(key)
     if model is None:
         model = _MODELS[key] = Model(scenario, strategy)
-    tally = StageTally(model)
+    tally, profiles = StageTally(model), Profiles(model)
     if fastpath.eligible(model) and not save_events:
         try:
             rows, tally.sums = fastpath.simulate_chunk(model, seed, start, stop)
-            tally.replications = stop - start
-            return Chunk(rows, tally.frame(), None, None)
         except Exception:
             tally = StageTally(model)
+        else:
+            tally.replications = stop - start
+            for i in range(start, min(stop, PROFILE_REPS)):  # profiles need the engine's logs
+                profiles.add(i, model.run(model.draw(replication_rng(seed, i))))
+            return Chunk(rows, tally.frame(), profiles.frames(), None, None)
     logs: dict[str, list] | None = {"stages": [], "world": []} if save_events else None
-    rows = pd.DataFrame([replication_row(model, seed, i, tally, logs) for i in range(start, stop)])
+    rows = pd.DataFrame(
+        [replication_row(model, seed, i, tally, logs, profiles) for i in range(start, stop)]
+    )
     if logs is None:
-        return Chunk(rows, tally.frame(), None, None)
+        return Chunk(rows, tally.frame(), profiles.frames(), None, None)
     stage_log = pd.DataFrame(logs["stages"], columns=["replication", *StageRecord._fields])
     world_log = pd.DataFrame(logs["world"], columns=["replication", *WorldEvent._fields])
-    return Chunk(rows, tally.frame(), stage_log, world_log)
+    return Chunk(rows, tally.frame(), profiles.frames(), stage_log, world_log)
 
 
 def code_fingerprint() -> str:

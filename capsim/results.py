@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 
 from capsim.engine import Run, WorldEvent
+from capsim.schema import Scenario
 from capsim.units import DAYS_PER
 
 
-def to_dates(run: Run, times: np.ndarray | pd.Series) -> pd.Series:
-    """Calendar dates (day resolution) of model times; NaN becomes NaT."""
-    scenario = run.model.scenario
+def to_dates(run: Run | Scenario, times: np.ndarray | pd.Series) -> pd.Series:
+    """Calendar dates (day resolution) of model times of a run or scenario; NaN becomes NaT."""
+    scenario = run if isinstance(run, Scenario) else run.model.scenario
     days = np.asarray(times, dtype=float) * DAYS_PER[scenario.time_unit]
     # a hair over, so a date converted to model time and back is not floored to the day before
     offsets = pd.to_timedelta(days + 1e-6, unit="D")
