@@ -7,6 +7,7 @@ Heavy modules (numpy, pandas, matplotlib, simpy) are imported inside the command
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,7 +16,15 @@ from rich.markup import escape
 
 from capsim.console import cell, console, errors, print_frame, print_run, progress_bar
 from capsim.errors import CapsimError
-from capsim.outputs import csv_writer, write_outputs
+from capsim.outputs import (
+    WORKBOOK,
+    TableFormat,
+    check_out,
+    csv_writer,
+    sheet_names,
+    table_writers,
+    write_outputs,
+)
 
 if TYPE_CHECKING:
     from capsim.schema import Scenario
@@ -43,6 +52,15 @@ DaskOption = Annotated[
     str | None,
     typer.Option(help="Run on Dask: a scheduler address, or 'local' for a LocalCluster."),
 ]
+FormatOption = Annotated[
+    TableFormat,
+    typer.Option(
+        "--format",
+        case_sensitive=False,
+        help="Format of the tables: a .csv or .parquet file per table, or one workbook "
+        "tables.xlsx with a sheet per table.",
+    ),
+]
 
 
 def _load(path: Path | None) -> Scenario:
@@ -65,9 +83,11 @@ def run(
     out: Annotated[Path, typer.Option(help="Folder for the tables and the Gantt chart.")] = Path(
         "capsim-output"
     ),
+    fmt: FormatOption = TableFormat.csv,
 ) -> None:
     """Simulate a scenario once (each of its strategies, with the same random draws) and write
-    stages.csv, sites.csv, capacity.csv, events.csv, costs.csv, hbm.csv and gantt.png.
+    the tables stages, sites, capacity, events, costs and hbm (as .csv, .parquet or sheets of
+    tables.xlsx, per --format) and gantt.png.
 
     Example: [bold]capsim run scenarios/stargate-pivot.yaml --strategy lease --out results/[/bold]
     """
@@ -103,11 +123,11 @@ def run(
         title=f"{scenario.name}: build-out by stage (seed {seed})",
         horizon=horizon,
     )
-    writers = {f"{stem}.csv": csv_writer(table) for stem, table in tables.items()}
+    writers = table_writers(tables, fmt)
     writers["gantt.png"] = lambda p: figure.savefig(p, dpi=130)
     write_outputs(out, writers)
     print_run(scenario, seed, runs, tables)
-    console.print(f"Wrote {', '.join(writers)} to [bold]{out}[/bold]")
+    _wrote(writers, tables, fmt, out)
 
 
 @app.command()
@@ -141,10 +161,13 @@ def mc(
         bool,
         typer.Option(help="Also keep every replication's full logs, as Parquet in DIR/events."),
     ] = False,
+    fmt: FormatOption = TableFormat.csv,
 ) -> None:
     """Run many replications (Monte Carlo) and summarise milestones (P10/P50/P90, mean with a
-    95% CI, probability by a date) and costs; write replications.csv and summary.csv. Results do
-    not depend on --workers or --dask; an interrupted run resumes from its last complete chunk.
+    95% CI, probability by a date) and costs; write the tables replications, summary,
+    costs_summary, stages and sensitivity (as .csv, .parquet or sheets of tables.xlsx, per
+    --format). Results do not depend on --workers or --dask; an interrupted run resumes from its
+    last complete chunk.
 
     Example: [bold]capsim mc scenarios/portfolio.yaml --reps 2000 --workers 2 --by 2030-01-01[/bold]
     """
@@ -159,6 +182,8 @@ def mc(
         )
     dates = [_parse_date(text, "--by") for text in by or []]
     tolerance = _parse_fraction(until_stable) if until_stable else None
+    if out is not None:
+        check_out(out)  # before any work; the default folder's parents are created
     out = out or _default_out("capsim-mc", scenario.name, strategy, seed)
     executor = _executor(dask, workers)
     try:
@@ -182,16 +207,16 @@ def mc(
             executor.close()
     milestones, costs = result.milestones, result.costs
     stages, sensitivity = result.stages, result.sensitivity()
-    write_outputs(
-        out,
-        {
-            "replications.csv": csv_writer(result.replications),
-            "summary.csv": lambda p: milestones.to_csv(p, index_label="milestone"),
-            "costs_summary.csv": lambda p: costs.to_csv(p, index_label="cost"),
-            "stages.csv": csv_writer(stages),
-            "sensitivity.csv": lambda p: sensitivity.to_csv(p),
-        },
-    )
+    tables = {
+        "replications": result.replications,
+        "summary": milestones,
+        "costs_summary": costs,
+        "stages": stages,
+        "sensitivity": sensitivity,
+    }
+    index = {"summary": "milestone", "costs_summary": "cost", "sensitivity": "input"}
+    writers = table_writers(tables, fmt, index=index)
+    write_outputs(out, writers)
     n = len(result.replications)
     console.print(
         f"[bold]{scenario.name}[/bold]"
@@ -231,10 +256,7 @@ def mc(
             f"{file or ''} --seed {seed} --replication {first}"
             + (f" --strategy {strategy}" if strategy else "")
         )
-    console.print(
-        "Wrote replications.csv, summary.csv, costs_summary.csv, stages.csv and sensitivity.csv "
-        f"to [bold]{out}[/bold]"
-    )
+    _wrote(writers, tables, fmt, out)
 
 
 @app.command()
@@ -254,10 +276,13 @@ def compare(
             "default: capsim-compare/<scenario>-seed<seed>."
         ),
     ] = None,
+    fmt: FormatOption = TableFormat.csv,
 ) -> None:
     """Compare strategies with common random numbers: replication i of every strategy shares the
     draws of the world they share. Prints P50/P90 side by side, the paired difference of each
-    milestone and cost against the first strategy (with a 95% CI) and how often each wins.
+    milestone and cost against the first strategy (with a 95% CI) and how often each wins, and
+    writes them as the tables side_by_side, differences and wins (as .csv, .parquet or sheets of
+    tables.xlsx, per --format).
 
     Example: [bold]capsim compare scenarios/stargate-pivot.yaml --strategies build,lease[/bold]
     """
@@ -266,6 +291,8 @@ def compare(
     scenario = _load(file)
     seed = scenario.seed if seed is None else seed
     names = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
+    if out is not None:
+        check_out(out)  # before any work; the default folder's parents are created
     out = out or _default_out("capsim-compare", scenario.name, None, seed)
     executor = _executor(dask, workers)
     try:
@@ -291,14 +318,9 @@ def compare(
         if executor is not None:
             executor.close()
     side, diffs, wins = result.side_by_side, result.differences, result.wins
-    write_outputs(
-        out,
-        {
-            "side_by_side.csv": lambda p: side.to_csv(p, index_label="strategy"),
-            "differences.csv": csv_writer(diffs),
-            "wins.csv": lambda p: wins.to_csv(p, index_label="measure"),
-        },
-    )
+    tables = {"side_by_side": side, "differences": diffs, "wins": wins}
+    writers = table_writers(tables, fmt, index={"side_by_side": "strategy", "wins": "measure"})
+    write_outputs(out, writers)
     console.print(
         f"[bold]{scenario.name}[/bold]: {', '.join(result.results)}; {reps} replications each, "
         f"seed {seed}, common random numbers"
@@ -317,7 +339,7 @@ def compare(
         "How often each strategy wins (first, or cheapest)",
         shares=True,
     )
-    console.print(f"Wrote side_by_side.csv, differences.csv and wins.csv to [bold]{out}[/bold]")
+    _wrote(writers, tables, fmt, out)
 
 
 @app.command()
@@ -378,6 +400,17 @@ def order(
     console.print(f"The scenario as written scores {cell(result.baseline.value)}")
     print_frame(table.head(top).set_index("order"), "Best orderings")
     console.print(f"Wrote orderings.csv to [bold]{out}[/bold]")
+
+
+def _wrote(files: Iterable[str], tables: Iterable[str], fmt: TableFormat, out: Path) -> None:
+    """The last line of a command: which files it wrote where (and the sheets of a workbook)."""
+    files = list(files)
+    listing = f"{', '.join(files[:-1])} and {files[-1]}" if len(files) > 1 else files[0]
+    if fmt is TableFormat.xlsx:
+        listing = listing.replace(
+            WORKBOOK, f"{WORKBOOK} (sheets {', '.join(sheet_names(tables))})", 1
+        )
+    console.print(f"Wrote {escape(listing)} to [bold]{escape(str(out))}[/bold]")
 
 
 def _default_out(root: str, scenario: str, strategy: str | None, seed: int) -> Path:
