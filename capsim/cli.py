@@ -453,6 +453,143 @@ def _parse_fraction(text: str) -> float:
 
 
 @app.command()
+def report(
+    file: ScenarioFile = None,
+    reps: Annotated[int, typer.Option(min=1, help="Replications per strategy.")] = 500,
+    seed: SeedOption = None,
+    strategies: Annotated[
+        str | None, typer.Option(help="Comma-separated strategies; default: all of them.")
+    ] = None,
+    workers: WorkersOption = 1,
+    dask: DaskOption = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path(
+        "capsim-report.html"
+    ),
+) -> None:
+    """Write one self-contained HTML report (works offline, no CLI needed to read it): the
+    strategies side by side, capacity fans, milestone distributions, Gantt charts, critical
+    stages, sensitivity, costs, HBM allocation, what was paused, cancelled or transferred, the
+    scenario's inputs and how to reproduce it.
+
+    Example: [bold]capsim report scenarios/stargate-pivot.yaml --reps 500 -o report.html[/bold]
+    """
+    import shlex
+    import sys
+
+    from capsim.outputs import check_file, write_file
+    from capsim.report import build_report
+
+    scenario = _load(file)
+    check_file(out)  # before any work
+    seed = scenario.seed if seed is None else seed
+    names = _names(strategies)
+    command = shlex.join(["capsim", "report", *(sys.argv[2:] if len(sys.argv) > 2 else [])])
+    if "--seed" not in command:
+        command += f" --seed {seed}"
+    executor = _executor(dask, workers)
+    try:
+        with progress_bar() as bar:
+            built = build_report(scenario, reps=reps, seed=seed, strategies=names,
+                                 workers=workers, executor=executor, command=command,
+                                 progress=_progress(bar))  # fmt: skip
+    finally:
+        if executor is not None:
+            executor.close()
+    page = built.html()
+    write_file(out, lambda path: path.write_text(page, encoding="utf-8"))
+    console.print(
+        f"Wrote [bold]{out}[/bold] ({len(page) / 1e6:.1f} MB): {scenario.name}, "
+        f"{', '.join(built._names)}; {reps} replications each, seed {seed}"
+    )
+
+
+@app.command()
+def gantt(
+    file: ScenarioFile = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="gantt.html (interactive), .png or .svg.")
+    ] = Path("gantt.html"),
+    reps: Annotated[
+        int, typer.Option(min=1, help="1: one run; more: P10-P90 bands over replications.")
+    ] = 1,
+    seed: SeedOption = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="This strategy only; default: one panel per strategy.")
+    ] = None,
+    replication: Annotated[
+        int, typer.Option(min=0, help="Which replication to draw (with --reps 1).")
+    ] = 0,
+) -> None:
+    """Draw a Gantt chart: one run by site and stage (waits, critical chain, risk events, GPU
+    availability), or with --reps N the P10-P90 bands of every stage's start and finish. The
+    file's suffix picks the kind: .html (interactive, offline) or .png/.svg (static).
+
+    Example: [bold]capsim gantt scenarios/stargate-pivot.yaml --reps 200 --out gantt.html[/bold]
+    """
+    from capsim.outputs import check_file, write_file
+
+    suffix = out.suffix.lower()
+    if suffix not in (".html", ".png", ".svg"):
+        raise CapsimError(f"--out {out}: unknown chart format {suffix or '(none)'!r}; "
+                          "use a .html, .png or .svg file")  # fmt: skip
+    scenario = _load(file)
+    check_file(out)
+    seed = scenario.seed if seed is None else seed
+    names = [strategy] if strategy is not None else (list(scenario.strategies) or [None])
+    from capsim.gantt import (
+        availability,
+        band_figure,
+        band_layout,
+        gantt_figure,
+        gantt_layout,
+        stage_colors,
+    )
+    from capsim.report import band_table, run_experiments, run_stage_tables
+    from capsim.results import to_dates
+
+    if reps == 1:
+        stages, events = run_stage_tables(scenario, names, seed, replication)
+        horizon = to_dates(scenario, [scenario.horizon]).iloc[0]
+        title = f"{scenario.name}: replication {replication} of seed {seed}, by site and stage"
+    else:
+        with progress_bar() as bar:
+            results = run_experiments(scenario, reps=reps, seed=seed,
+                                      strategies=[n for n in names if n is not None],
+                                      progress=_progress(bar))  # fmt: skip
+        stages = band_table(results)
+        title = f"{scenario.name}: stage start and finish over {reps} replications (P10-P90)"
+    if suffix == ".html":
+        from capsim.charts import gantt_chart
+
+        layout = gantt_layout(stages, events, horizon) if reps == 1 else band_layout(stages)
+        colors = stage_colors(list(dict.fromkeys(stages["stage"])))
+        chart = gantt_chart(layout, colors, title, availability(scenario))
+        write_file(out, lambda path: chart.write_html(path, include_plotlyjs=True))
+    else:
+        figure = (gantt_figure(stages, title, horizon, events, scenario) if reps == 1
+                  else band_figure(stages, title, scenario))  # fmt: skip
+        write_file(out, lambda path: figure.savefig(path, format=suffix[1:], dpi=130))
+    console.print(f"Wrote [bold]{out}[/bold]")
+
+
+def _names(strategies: str | None) -> list[str] | None:
+    """``--strategies a,b`` as a list."""
+    return [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
+
+
+def _progress(bar):
+    """A progress callback (strategy, done, total) with a bar per strategy."""
+    tasks: dict[str, int] = {}
+
+    def report(name: str, done: int, total: int) -> None:
+        if name not in tasks:
+            tasks[name] = bar.add_task(name, total=total)
+        bar.update(tasks[name], completed=done, total=total)
+
+    return report
+
+
+@app.command()
 def validate(
     file: Annotated[Path, typer.Argument(help="Scenario YAML file.", show_default=False)],
 ) -> None:

@@ -21,6 +21,7 @@ from capsim.costs import cost_summary
 from capsim.model import Model, replication_rng
 from capsim.profiles import PROFILE_REPS, Profiles
 from capsim.records import Run, StageRecord, WorldEvent
+from capsim.results import critical_chains
 from capsim.schema import Scenario
 
 NOTABLE_COUNTS = ("paused", "cancelled", "transferred", "lease_late", "lease_terminated")
@@ -74,38 +75,6 @@ class StageTally:
         table.insert(0, "task", self.tasks)
         table.insert(1, "replications", self.replications)
         return table
-
-
-def critical_chains(run: Run) -> tuple[set[int], set[int]]:
-    """The stages that decided when each site came online (walking back from its last stage
-    through the predecessor that finished last), and the chain of the last site to come online.
-
-    >>> from capsim.loader import load_scenario, shipped_scenario
-    >>> model = Model(load_scenario(shipped_scenario("greenfield-campus")))
-    >>> sites, last = critical_chains(model.run(model.mean_durations()))
-    >>> sorted(model.tasks[t].stage for t in last)
-    ['commissioning', 'construction', 'permit_amendment']
-    """
-    model = run.model
-    chains: dict[int, set[int]] = {}
-    online: dict[int, float] = {}
-    for info in model.sites:
-        finish = run.finish[list(info.tasks)]
-        if not info.active or np.isnan(finish).any():
-            continue
-        task = info.tasks[int(np.argmax(finish))]
-        chain = {task}
-        while model.tasks[task].predecessors:
-            before = max(model.tasks[task].predecessors, key=lambda p: run.finish[p])
-            if run.finish[before] < run.ready[task] - 1e-9:
-                break  # it became ready at the site's start, not when a predecessor finished
-            task = before
-            chain.add(task)
-        chains[info.index] = chain
-        online[info.index] = float(finish.max())
-    on_site = set().union(*chains.values()) if chains else set()
-    last = chains[max(online, key=online.get)] if online else set()
-    return on_site, last
 
 
 def replication_row(

@@ -35,7 +35,8 @@ def stage_table(run: Run) -> pd.DataFrame:
 
     ``wait`` is start - ready (time spent queueing for resources, up to the horizon for a stage
     still waiting); ``status`` is ``done``, ``running``, ``waiting`` or ``cancelled`` at the
-    horizon.
+    horizon; ``critical`` marks the stages on the chain that decided when their site came online
+    (see :func:`critical_chains`).
     """
     model = run.model
     ids = model.active_tasks
@@ -64,9 +65,44 @@ def stage_table(run: Run) -> pd.DataFrame:
         default="waiting",
     )
     df["kind"] = [t.kind for t in tasks]
+    on_chain, _ = critical_chains(run)
+    df["critical"] = [i in on_chain for i in ids]
     for column in ("ready", "start", "finish", "stop"):
         df[f"{column}_date"] = to_dates(run, df[column])
     return df
+
+
+def critical_chains(run: Run) -> tuple[set[int], set[int]]:
+    """The stages that decided when each site came online (walking back from its last stage
+    through the predecessor that finished last), and the chain of the last site to come online.
+
+    >>> from capsim.loader import load_scenario, shipped_scenario
+    >>> from capsim.model import Model
+    >>> model = Model(load_scenario(shipped_scenario("greenfield-campus")))
+    >>> sites, last = critical_chains(model.run(model.mean_durations()))
+    >>> sorted(model.tasks[t].stage for t in last)
+    ['commissioning', 'construction', 'permit_amendment']
+    """
+    model = run.model
+    chains: dict[int, set[int]] = {}
+    online: dict[int, float] = {}
+    for info in model.sites:
+        finish = run.finish[list(info.tasks)]
+        if not info.active or np.isnan(finish).any():
+            continue
+        task = info.tasks[int(np.argmax(finish))]
+        chain = {task}
+        while model.tasks[task].predecessors:
+            before = max(model.tasks[task].predecessors, key=lambda p: run.finish[p])
+            if run.finish[before] < run.ready[task] - 1e-9:
+                break  # it became ready at the site's start, not when a predecessor finished
+            task = before
+            chain.add(task)
+        chains[info.index] = chain
+        online[info.index] = float(finish.max())
+    on_site = set().union(*chains.values()) if chains else set()
+    last = chains[max(online, key=online.get)] if online else set()
+    return on_site, last
 
 
 def site_table(
