@@ -118,6 +118,15 @@ def check_out(out: Path) -> None:
         _check_folder(out.parent, out)
 
 
+def check_file(path: Path) -> None:
+    """Check, before any work, that the file ``path`` can be written: its folder exists and is
+    writable, and it is not a folder. Raise :class:`CapsimError` naming what is wrong."""
+    path = Path(os.path.abspath(path))
+    _check_folder(path.parent, path)
+    if path.is_dir():
+        raise CapsimError(f"cannot write to {path}: it is a folder")
+
+
 def write_outputs(out: Path, writers: dict[str, Writer]) -> None:
     """Write the files of ``writers`` (by name) into the folder ``out``, creating it (not its
     parents) if needed. Files are renamed into place only once all are written: a failure leaves
@@ -140,7 +149,7 @@ def write_file(path: Path, write: Writer) -> None:
     """Write one file atomically: ``write`` fills a temporary file in the same folder, which then
     replaces ``path``. The folder must exist; no partial or temporary file is left behind."""
     path = Path(os.path.abspath(path))
-    _check_folder(path.parent, path)
+    check_file(path)
     _write_together(path.parent, {path.name: write})
 
 
