@@ -122,6 +122,8 @@ def run(
         tables["stages"],
         title=f"{scenario.name}: build-out by stage (seed {seed})",
         horizon=horizon,
+        events=tables["events"],
+        scenario=scenario,
     )
     writers = table_writers(tables, fmt)
     writers["gantt.png"] = lambda p: figure.savefig(p, dpi=130)
