@@ -292,20 +292,13 @@ def compare(
 
     scenario = _load(file)
     seed = scenario.seed if seed is None else seed
-    names = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
+    names = _names(strategies)
     if out is not None:
         check_out(out)  # before any work; the default folder's parents are created
     out = out or _default_out("capsim-compare", scenario.name, None, seed)
     executor = _executor(dask, workers)
     try:
         with progress_bar() as bar:
-            tasks: dict[str, int] = {}
-
-            def report(name: str, done: int, total: int) -> None:
-                if name not in tasks:
-                    tasks[name] = bar.add_task(name, total=total)
-                bar.update(tasks[name], completed=done, total=total)
-
             result = run_comparison(
                 scenario,
                 strategies=names,
@@ -314,7 +307,7 @@ def compare(
                 workers=workers,
                 executor=executor,
                 out=out,
-                progress=report,
+                progress=_progress(bar),
             )
     finally:
         if executor is not None:
