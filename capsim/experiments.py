@@ -110,9 +110,9 @@ class MonteCarloResult:
         out = {}
         for column in targets:
             y = ok[column].to_numpy(dtype=float)
-            if np.isnan(y).all() or np.nanstd(y) == 0:
+            y = np.where(np.isnan(y), np.inf, y)  # never reached: later than any date
+            if np.all(y == y[0]):
                 continue
-            y = np.where(np.isnan(y), np.inf, y)
             rho = [stats.spearmanr(inputs[:, j], y).statistic if inputs[:, j].std() > 0 else np.nan
                    for j in range(len(keep))]  # fmt: skip
             out[labels.get(column, "all sites online")] = rho

@@ -205,8 +205,11 @@ def band_layout(bands: pd.DataFrame) -> Layout:
     """The layout of a probabilistic Gantt chart from :func:`capsim.profiles.stage_bands` (a
     ``strategy`` column gives one panel per strategy): per site x stage, bars ``start band``
     (P10-P90 of the start), ``finish band`` (P10-P90 of the finish) and ``median`` (P50 start to
-    P50 finish). A band whose P90 fell beyond the horizon is open."""
+    P50 finish). A band whose P90 fell beyond the horizon is open; a stage that always took no
+    time gets no row."""
     bars, rows = [], []
+    # stages that always take no time (e.g. a site selection already done) have nothing to draw
+    bands = bands[~(bands["start P10"] == bands["finish P90"])]
     for panel, table in _panels(bands):
         keyed = _rows(panel, table, ["site", "stage"])
         keyed["label"] = keyed["site"] + " · " + keyed["stage"].str.replace("_", " ")

@@ -148,7 +148,7 @@ class Report:
                     "negative is earlier; USD for costs)."
                 )
             )
-            out.append(_table(comparison.differences, index=False))
+            out.append(_table(_in_billions(comparison.differences), index=False))
             out.append("<h3>How often each strategy wins</h3>")
             out.append(
                 _note(
@@ -536,6 +536,17 @@ def run_experiments(
             progress=(lambda d, t: progress(_label(name), d, t)) if progress else None,
         )
     }
+
+
+def _in_billions(differences: pd.DataFrame) -> pd.DataFrame:
+    """Paired differences with totals in USD bn (costs per GPU-hour stay in USD)."""
+    out = differences.copy()
+    totals = (out["unit"] == "USD") & ~out["measure"].str.contains("per GPU-hour")
+    columns = ["mean difference", "95% CI low", "95% CI high"]
+    out.loc[totals, columns] = out.loc[totals, columns] / 1e9
+    out.loc[totals, "unit"] = "USD bn"
+    out["measure"] = out["measure"].str.replace(" (USD)", "", regex=False)
+    return out
 
 
 def _short(values: dict) -> dict:
