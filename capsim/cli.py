@@ -215,8 +215,15 @@ def mc(
         "costs_summary": costs,
         "stages": stages,
         "sensitivity": sensitivity,
+        # from the profiles of the first replications: the data of the report's charts
+        "stage_bands": result.stage_bands,
+        "capacity_bands": result.capacity_bands,
+        "event_shares": result.event_shares,
     }
-    index = {"summary": "milestone", "costs_summary": "cost", "sensitivity": "input"}
+    if scenario.hbm is not None:
+        tables["hbm_by_buyer"] = result.hbm_by_buyer
+    index = {"summary": "milestone", "costs_summary": "cost", "sensitivity": "input",
+             "hbm_by_buyer": "period end"}  # fmt: skip
     writers = table_writers(tables, fmt, index=index)
     write_outputs(out, writers)
     n = len(result.replications)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from capsim import __version__, fastpath
+from capsim import __version__, fastpath, profiles
 from capsim.errors import CapsimError
 from capsim.executors import Executor, LocalExecutor
 from capsim.model import Model, replication_rng
@@ -118,6 +118,38 @@ class MonteCarloResult:
             out[labels.get(column, "all sites online")] = rho
         table = pd.DataFrame(out, index=[model.inputs[k].label for k in keep]).rename_axis("input")
         return table.reindex(table.abs().max(axis=1).sort_values(ascending=False).index)
+
+    # -- from the profiles of the first PROFILE_REPS replications (capsim.profiles) --------------
+
+    @property
+    def profiled(self) -> int:
+        """How many replications kept profiles (the first ones, up to ``PROFILE_REPS``)."""
+        return int(self.profiles["capacity"]["replication"].nunique()) if self.profiles else 0
+
+    @property
+    def stage_bands(self) -> pd.DataFrame:
+        """Per site x stage: P10/P50/P90 of its start and finish (the probabilistic Gantt)."""
+        return profiles.stage_bands(Model(self.scenario, self.strategy),
+                                    self.profiles["stage_times"])  # fmt: skip
+
+    @property
+    def capacity_bands(self) -> pd.DataFrame:
+        """Per month: P10/P50/P90 and mean of MW, GPUs and PFLOPS online (the capacity fan)."""
+        return profiles.capacity_bands(
+            Model(self.scenario, self.strategy), self.profiles["capacity"]
+        )
+
+    @property
+    def hbm_by_buyer(self) -> pd.DataFrame:
+        """Mean GB of HBM allocated to each buyer per HBM period (empty without a market)."""
+        model = Model(self.scenario, self.strategy)
+        return profiles.hbm_by_buyer(model, self.profiles["world"], self.profiled)
+
+    @property
+    def event_shares(self) -> pd.DataFrame:
+        """Per kind of notable event and subject: share of replications, median first date."""
+        model = Model(self.scenario, self.strategy)
+        return profiles.event_shares(model, self.profiles["world"], self.profiled)
 
     @property
     def failed(self) -> pd.DataFrame:

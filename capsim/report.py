@@ -28,7 +28,6 @@ from capsim.executors import Executor
 from capsim.experiments import MonteCarloResult, monte_carlo
 from capsim.gantt import availability, band_layout, gantt_layout, stage_colors
 from capsim.model import Model, replication_rng
-from capsim.profiles import capacity_bands, event_shares, hbm_by_buyer, stage_bands
 from capsim.replications import COST_COLUMNS, fingerprint
 from capsim.results import events_table, stage_table, to_dates
 from capsim.schema import Scenario
@@ -93,10 +92,6 @@ class Report:
     @property
     def _names(self) -> list[str]:
         return [_label(name) for name in self.results]
-
-    @property
-    def _models(self) -> dict[str, Model]:
-        return {n: Model(self.scenario, s) for n, s in zip(self._names, self.results, strict=True)}
 
     def _header(self) -> str:
         s = self.scenario
@@ -165,11 +160,7 @@ class Report:
     def _capacity(self) -> str:
         from capsim.charts import fan_chart
 
-        bands = {
-            n: capacity_bands(self._models[n], r.profiles["capacity"])
-            for n, r in self._named()
-            if r.profiles
-        }
+        bands = {n: r.capacity_bands for n, r in self._named() if r.profiles}
         who = self.scenario.lab or "all orgs' own sites"
         return (
             "<h2 id='capacity'>Capacity online over time</h2>"
@@ -212,28 +203,13 @@ class Report:
     def _gantt(self) -> str:
         from capsim.charts import gantt_chart
 
-        stages, events = [], []
-        for name, model in self._models.items():
-            run = model.run(model.draw(replication_rng(self.seed, 0)))
-            stages.append(stage_table(run).assign(strategy=name))
-            events.append(events_table(run).assign(strategy=name))
-        stages_all, events_all = pd.concat(stages), pd.concat(events)
-        colors = stage_colors(list(dict.fromkeys(stages_all["stage"])))
+        stages, events = run_stage_tables(self.scenario, list(self.results), self.seed, 0)
+        colors = stage_colors(list(dict.fromkeys(stages["stage"])))
         lines = availability(self.scenario)
         horizon = to_dates(self.scenario, [self.scenario.horizon]).iloc[0]
-        one = gantt_chart(
-            gantt_layout(stages_all, events_all, horizon),
-            colors,
-            "One replication (#0 of the seed), by site and stage",
-            lines,
-        )
-        bands = pd.concat(
-            [
-                stage_bands(self._models[n], r.profiles["stage_times"]).assign(strategy=n)
-                for n, r in self._named()
-                if r.profiles
-            ]
-        )
+        title = "One replication (#0 of the seed), by site and stage"
+        one = gantt_chart(gantt_layout(stages, events, horizon), colors, title, lines)
+        bands = band_table(self.results)
         banded = gantt_chart(
             band_layout(bands),
             colors,
@@ -338,11 +314,7 @@ class Report:
 
         if self.scenario.hbm is None:
             return "<h2 id='hbm'>HBM</h2><p>The scenario has no HBM market.</p>"
-        tables = {
-            n: hbm_by_buyer(self._models[n], r.profiles["world"], self._profiled(r))
-            for n, r in self._named()
-            if r.profiles
-        }
+        tables = {n: r.hbm_by_buyer for n, r in self._named() if r.profiles}
         return (
             "<h2 id='hbm'>HBM allocation by buyer</h2>"
             + _note(
@@ -362,9 +334,7 @@ class Report:
         for name, result in self._named():
             if not result.profiles:
                 continue
-            shares = event_shares(
-                self._models[name], result.profiles["world"], self._profiled(result)
-            )
+            shares = result.event_shares
             shares["kind"] = shares["kind"].str.replace("_", " ")
             out.append(f"<h3>{html.escape(name)}</h3>")
             out.append(_table(shares, index=False) if len(shares) else "<p>Nothing.</p>")
@@ -463,9 +433,8 @@ class Report:
     def _named(self) -> list[tuple[str, MonteCarloResult]]:
         return list(zip(self._names, self.results.values(), strict=True))
 
-    def _profiled(self, result: MonteCarloResult | None = None) -> int:
-        result = result or next(iter(self.results.values()))
-        return int(result.profiles["capacity"]["replication"].nunique()) if result.profiles else 0
+    def _profiled(self) -> int:
+        return next(iter(self.results.values())).profiled
 
 
 def _label(strategy: str | None) -> str:
@@ -490,13 +459,7 @@ def band_table(results: dict[str | None, MonteCarloResult]) -> pd.DataFrame:
     """:func:`capsim.profiles.stage_bands` of each Monte Carlo result, with a ``strategy``
     column: what a probabilistic Gantt chart draws."""
     return pd.concat(
-        [
-            stage_bands(Model(r.scenario, name), r.profiles["stage_times"]).assign(
-                strategy=_label(name)
-            )
-            for name, r in results.items()
-            if r.profiles
-        ],
+        [r.stage_bands.assign(strategy=_label(name)) for name, r in results.items() if r.profiles],
         ignore_index=True,
     )
 
