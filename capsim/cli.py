@@ -476,7 +476,6 @@ def report(
     Example: [bold]capsim report scenarios/stargate-pivot.yaml --reps 500 -o report.html[/bold]
     """
     import shlex
-    import sys
 
     from capsim.outputs import check_file, write_file
     from capsim.report import build_report
@@ -485,9 +484,10 @@ def report(
     check_file(out)  # before any work
     seed = scenario.seed if seed is None else seed
     names = _names(strategies)
-    command = shlex.join(["capsim", "report", *(sys.argv[2:] if len(sys.argv) > 2 else [])])
-    if "--seed" not in command:
-        command += f" --seed {seed}"
+    command = shlex.join(
+        ["capsim", "report", *([str(file)] if file else []), "--reps", str(reps),
+         "--seed", str(seed), *(["--strategies", ",".join(names)] if names else [])]
+    )  # fmt: skip
     executor = _executor(dask, workers)
     try:
         with progress_bar() as bar:

@@ -3,7 +3,8 @@ replication. Kept for the first :data:`PROFILE_REPS` replications only (a fixed 
 the number of workers or chunks), so memory does not grow with the number of replications:
 
 - ``stage_times``: when each active site x stage became ready, started and finished;
-- ``capacity``: the perspective's MW, GPUs and PFLOPS online on the first day of every month;
+- ``capacity``: the perspective's MW, GPUs and PFLOPS online at the start, on the first day of
+  every month and at the horizon (:func:`grid`);
 - ``world``: the notable events (paused, delayed, cancelled, transferred, permits refused,
   late or terminated leases) and every HBM allocation.
 
@@ -42,13 +43,19 @@ MEASURES = ("mw", "gpus", "pflops")
 QUANTILES = (0.1, 0.5, 0.9)
 
 
+def grid(model: Model) -> np.ndarray:
+    """The model times capacity is sampled at: the start, the first day of every month, the
+    horizon."""
+    return np.unique([0.0, *model.month_starts, model.scenario.horizon])
+
+
 class Profiles:
     """Collects the profiles of replications, one :meth:`add` per replication."""
 
     def __init__(self, model: Model) -> None:
         self.model = model
         self.tasks = np.array(model.active_tasks, dtype=int)
-        self.grid = np.array(model.month_starts, dtype=float)
+        self.grid = grid(model)
         self._replications: list[int] = []
         self._times: list[np.ndarray] = []
         self._capacity: list[np.ndarray] = []
@@ -118,16 +125,16 @@ def stage_bands(model: Model, stage_times: pd.DataFrame) -> pd.DataFrame:
 
 
 def capacity_bands(model: Model, capacity: pd.DataFrame) -> pd.DataFrame:
-    """Per first day of the month: P10/P50/P90 and mean of the perspective's MW, GPUs and
+    """At each time of :func:`grid`: P10/P50/P90 and mean of the perspective's MW, GPUs and
     PFLOPS online (the capacity fan)."""
-    grid = np.array(model.month_starts, dtype=float)
+    times = grid(model)
     groups = capacity.groupby("point")[list(MEASURES)]
     table = groups.quantile(list(QUANTILES)).unstack()
     table.columns = [f"{measure} P{round(q * 100)}" for measure, q in table.columns]
     means = groups.mean().add_suffix(" mean")
-    table = pd.concat([table, means], axis=1).reindex(range(len(grid)))
-    table.insert(0, "time", grid)
-    table.insert(0, "date", to_dates(model.scenario, grid).to_numpy())
+    table = pd.concat([table, means], axis=1).reindex(range(len(times)))
+    table.insert(0, "time", times)
+    table.insert(0, "date", to_dates(model.scenario, times).to_numpy())
     return table.reset_index(drop=True)
 
 
