@@ -20,7 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from capsim.gantt import EVENT_MARKERS, Layout
+from capsim.gantt import EVENT_EDGE, EVENT_FACE, EVENT_MARKERS, Layout
 from capsim.world import Milestone
 
 #: One colour per strategy, in order.
@@ -146,8 +146,10 @@ def gantt_chart(
                     marker={
                         "symbol": symbol,
                         "size": 9 if kind == "online" else 11,
-                        "color": "black" if kind == "online" else "#c0392b",
-                        "line": {"width": 2, "color": "#c0392b"},
+                        "color": "black"
+                        if kind == "online" or symbol.endswith("open")
+                        else EVENT_FACE,
+                        "line": {"width": 1.5, "color": EVENT_EDGE},
                     },
                     name="site online" if kind == "online" else kind.replace("_", " "),
                     legendgroup=kind,

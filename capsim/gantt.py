@@ -39,7 +39,8 @@ from capsim.schema import Scenario
 from capsim.summary import NOTABLE
 
 WAIT_STYLE = {"facecolor": "#e6e6e6", "edgecolor": "#8c8c8c", "hatch": "////", "linewidth": 0.4}
-WAIT_COLOR = "#bdbdbd"
+#: World-event markers: yellow with a black edge, apart from every stage colour.
+EVENT_FACE, EVENT_EDGE = "#ffd92f", "black"
 #: Marker symbols of world events on a Gantt row (matplotlib, plotly).
 EVENT_MARKERS = {
     "paused": ("|", "line-ns-open"),
@@ -386,7 +387,8 @@ def _legend(colors: dict, layout: Layout, probabilistic: bool, lines) -> list:
                     [],
                     [],
                     marker=EVENT_MARKERS[kind][0],
-                    color="#c0392b",
+                    color=EVENT_EDGE,
+                    markerfacecolor=EVENT_FACE,
                     linestyle="none",
                     label=kind.replace("_", " "),
                 )
@@ -433,9 +435,10 @@ def _draw(
                 mark.date,
                 mark.row,
                 marker=EVENT_MARKERS[mark.kind][0],
-                color="#c0392b",
-                markersize=8,
-                markeredgewidth=2,
+                color=EVENT_EDGE,
+                markerfacecolor=EVENT_FACE,
+                markersize=9,
+                markeredgewidth=1.2 if EVENT_MARKERS[mark.kind][0] in "s>X" else 2.5,
                 zorder=4,
                 linestyle="none",
             )
