@@ -19,87 +19,11 @@ from capsim import fastpath
 from capsim.capacity import milestone_times
 from capsim.costs import cost_summary
 from capsim.model import Model, replication_rng
-from capsim.records import Run, StageRecord, WorldEvent
+from capsim.records import StageRecord, WorldEvent
 from capsim.schema import Scenario
+from capsim.tally import StageTally
 
 NOTABLE_COUNTS = ("paused", "cancelled", "transferred", "lease_late", "lease_terminated")
-
-
-class StageTally:
-    """Per-stage sums over replications, merged by addition (so memory does not grow with the
-    number of replications): waits and durations, and how often each stage lay on the chain of
-    stages that decided when its site came online (``critical_site``) and when the last site came
-    online (``critical_last``)."""
-
-    FIELDS = ("n", "wait", "wait_sq", "duration", "duration_sq", "critical_site", "critical_last")
-
-    def __init__(self, model: Model) -> None:
-        self.model = model
-        self.tasks = np.array(model.active_tasks, dtype=int)
-        self.sums = np.zeros((len(self.FIELDS), len(self.tasks)))
-        self.replications = 0
-
-    def add(self, run: Run) -> None:
-        ready, start, finish = run.ready[self.tasks], run.start[self.tasks], run.finish[self.tasks]
-        done = ~np.isnan(finish)
-        wait = np.where(done, start - ready, 0.0)
-        duration = np.where(done, finish - start, 0.0)
-        on_site, on_last = critical_chains(run)
-        position = {t: k for k, t in enumerate(self.tasks)}
-        critical_site = np.zeros(len(self.tasks))
-        critical_last = np.zeros(len(self.tasks))
-        critical_site[[position[t] for t in on_site]] = 1
-        critical_last[[position[t] for t in on_last]] = 1
-        rows = (
-            done,
-            wait,
-            wait * wait,
-            duration,
-            duration * duration,
-            critical_site,
-            critical_last,
-        )
-        self.sums += np.vstack(rows)
-        self.replications += 1
-
-    def frame(self) -> pd.DataFrame:
-        """The sums as a table, one row per active site x stage."""
-        table = pd.DataFrame(self.sums.T, columns=list(self.FIELDS))
-        table.insert(0, "task", self.tasks)
-        table.insert(1, "replications", self.replications)
-        return table
-
-
-def critical_chains(run: Run) -> tuple[set[int], set[int]]:
-    """The stages that decided when each site came online (walking back from its last stage
-    through the predecessor that finished last), and the chain of the last site to come online.
-
-    >>> from capsim.loader import load_scenario, shipped_scenario
-    >>> model = Model(load_scenario(shipped_scenario("greenfield-campus")))
-    >>> sites, last = critical_chains(model.run(model.mean_durations()))
-    >>> sorted(model.tasks[t].stage for t in last)
-    ['commissioning', 'construction', 'permit_amendment']
-    """
-    model = run.model
-    chains: dict[int, set[int]] = {}
-    online: dict[int, float] = {}
-    for info in model.sites:
-        finish = run.finish[list(info.tasks)]
-        if not info.active or np.isnan(finish).any():
-            continue
-        task = info.tasks[int(np.argmax(finish))]
-        chain = {task}
-        while model.tasks[task].predecessors:
-            before = max(model.tasks[task].predecessors, key=lambda p: run.finish[p])
-            if run.finish[before] < run.ready[task] - 1e-9:
-                break  # it became ready at the site's start, not when a predecessor finished
-            task = before
-            chain.add(task)
-        chains[info.index] = chain
-        online[info.index] = float(finish.max())
-    on_site = set().union(*chains.values()) if chains else set()
-    last = chains[max(online, key=online.get)] if online else set()
-    return on_site, last
 
 
 def replication_row(
