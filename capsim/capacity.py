@@ -18,6 +18,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 
 from capsim.engine import Run
@@ -26,6 +27,9 @@ from capsim.units import DAYS_PER
 from capsim.world import Milestone
 
 _DELTA_COLUMNS = ["time", "org", "source", "generation", "gpus", "mw"]
+_CAPACITY_KINDS = frozenset(
+    {"mw_online", "gpus_online", "transferred", "lease_delivered", "lease_ended"}
+)
 
 
 def iter_deltas(run: Run) -> Iterator[tuple[float, str, str, str, float, float]]:
@@ -43,24 +47,25 @@ def iter_deltas(run: Run) -> Iterator[tuple[float, str, str, str, float, float]]
     owner = {info.spec.name: info.spec.org for info in run.model.sites}
     site_mw: dict[str, float] = defaultdict(float)
     site_gpus: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for e in run.world:
-        if e.kind == "mw_online":
-            yield (e.time, e.org, "own", "", 0.0, e.amount)
-            site_mw[e.subject] += e.amount
-        elif e.kind == "gpus_online":
-            yield (e.time, e.org, "own", e.generation, e.amount, 0.0)
-            site_gpus[e.subject][e.generation] += e.amount
-        elif e.kind == "transferred":
-            before, owner[e.subject] = owner[e.subject], e.org
-            yield (e.time, before, "own", "", 0.0, -site_mw[e.subject])
-            yield (e.time, e.org, "own", "", 0.0, site_mw[e.subject])
-            for gen, gpus in site_gpus[e.subject].items():
-                yield (e.time, before, "own", gen, -gpus, 0.0)
-                yield (e.time, e.org, "own", gen, gpus, 0.0)
-        elif e.kind in ("lease_delivered", "lease_ended"):
-            sign = 1 if e.kind == "lease_delivered" else -1
-            mw = e.amount * gens[e.generation].power_kw / 1000
-            yield (e.time, e.org, "lease", e.generation, sign * e.amount, sign * mw)
+    changes = [event for event in run.log if event[1] in _CAPACITY_KINDS]
+    for time, kind, subject, org, amount, generation, _, _ in changes:
+        if kind == "mw_online":
+            yield (time, org, "own", "", 0.0, amount)
+            site_mw[subject] += amount
+        elif kind == "gpus_online":
+            yield (time, org, "own", generation, amount, 0.0)
+            site_gpus[subject][generation] += amount
+        elif kind == "transferred":
+            before, owner[subject] = owner[subject], org
+            yield (time, before, "own", "", 0.0, -site_mw[subject])
+            yield (time, org, "own", "", 0.0, site_mw[subject])
+            for gen, gpus in site_gpus[subject].items():
+                yield (time, before, "own", gen, -gpus, 0.0)
+                yield (time, org, "own", gen, gpus, 0.0)
+        elif kind in ("lease_delivered", "lease_ended"):
+            sign = 1 if kind == "lease_delivered" else -1
+            mw = amount * gens[generation].power_kw / 1000
+            yield (time, org, "lease", generation, sign * amount, sign * mw)
 
 
 def capacity_deltas(run: Run) -> pd.DataFrame:
@@ -122,28 +127,33 @@ def milestone_times(
 
     Capacity is the ``org``'s own plus leased (default: the scenario's perspective org); with no
     perspective, all orgs' own capacity together. Pure Python over the event log: this runs once
-    per Monte Carlo replication.
+    per Monte Carlo replication: the levels are running sums over the org's capacity changes
+    (numpy's, added in order like a loop would), and each milestone's time the first at which
+    its level is reached.
     """
     scenario = run.model.scenario
     milestones = scenario.milestones if milestones is None else milestones
     org = org or scenario.lab
-    pflops = {name: g.pflops for name, g in scenario.generations.items()}
-    level = {"mw": 0.0, "gpus": 0.0, "pflops": 0.0}
     out = dict.fromkeys(milestones, math.nan)
-    pending = list(milestones)
-    for time, who, source, gen, gpus, mw in iter_deltas(run):
-        if (who != org) if org is not None else (source != "own"):
-            continue
-        level["mw"] += mw
-        level["gpus"] += gpus
-        level["pflops"] += gpus * pflops.get(gen, 0.0)
-        for m in list(pending):
-            measure, target = m.measure
-            if level[measure] >= target - 1e-9:
-                out[m] = time
-                pending.remove(m)
-        if not pending:
-            break
+    if org is not None:
+        deltas = [d for d in iter_deltas(run) if d[1] == org]
+    else:
+        deltas = [d for d in iter_deltas(run) if d[2] == "own"]
+    if not deltas or not milestones:
+        return out
+    times, _, _, gens, gpus, mw = zip(*deltas, strict=True)
+    pflops = {name: g.pflops for name, g in scenario.generations.items()}
+    per_gpu = [pflops.get(gen, 0.0) for gen in gens]
+    levels = {
+        "mw": np.cumsum(np.array(mw, dtype=float)),
+        "gpus": np.cumsum(np.array(gpus, dtype=float)),
+        "pflops": np.cumsum(np.array(gpus, dtype=float) * np.array(per_gpu)),
+    }
+    for m in milestones:
+        measure, target = m.measure
+        reached = np.flatnonzero(levels[measure] >= target - 1e-9)
+        if len(reached):
+            out[m] = times[reached[0]]
     return out
 
 

@@ -69,6 +69,7 @@ class HbmMarket:
         self._by_buyer: dict[str, list[tuple[tuple[Any, int], _Order]]] = defaultdict(list)
         self._seq = count()
         self._open = 0
+        self._reserved = False  # whether any reserved GB were ever delivered
 
     @property
     def allocated_total(self) -> float:
@@ -104,6 +105,7 @@ class HbmMarket:
         """One period's output: ``reserved`` GB per buyer, ``common`` GB for everyone."""
         for buyer, gb in reserved.items():
             self.accounts[buyer] += gb
+            self._reserved = True
         self.pool += common
         self.produced += common + sum(reserved.values())
         self._serve(time)
@@ -143,7 +145,7 @@ class HbmMarket:
 
     def _serve(self, time: float) -> None:
         filled: list[_Order] = []
-        for buyer in sorted(self._by_buyer):
+        for buyer in sorted(self._by_buyer) if self._reserved else ():  # no accounts: no loop
             heap = self._by_buyer[buyer]
             while heap and (heap[0][1].done or self.accounts[buyer] > _EPS):
                 order = heap[0][1]

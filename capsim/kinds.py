@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from capsim.resources import Supply
 from capsim.world import NEWEST
 
 if TYPE_CHECKING:
@@ -143,7 +144,14 @@ class StageKinds:
         if delta > 1e-9:
             self.online_mw[site] += delta
             self._site_log(site, "mw_online", delta)
-            self.site_power[site].add(delta)
+            self._power(site).add(delta)
+
+    def _power(self, site: int) -> Supply:
+        """The site's powered MW, which its GPU tranches take as they arrive."""
+        supply = self.site_power[site]
+        if supply is None:
+            supply = self.site_power[site] = Supply(f"{self.site_names[site]} powered MW")
+        return supply
 
     # -- GPUs and HBM --------------------------------------------------------------------------
 
@@ -155,18 +163,15 @@ class StageKinds:
 
     def _generation(self, org: str, wanted: str) -> tuple[str | None, float]:
         """The generation ``org`` gets now (None if none yet) and when to ask again."""
-        tier = self.scenario.org(org).tier
-        now = self.env.now
-        gens = self.scenario.generations
+        times = self.model.generation_times(self.model.org(org).tier)
+        now = self.env._now
         if wanted != NEWEST:
-            when = gens[wanted].available_to(tier)
+            when = next(t for t, name in times if name == wanted)
             return (wanted, now) if when <= now else (None, when)
-        ready = [
-            (g.available_to(tier), name) for name, g in gens.items() if g.available_to(tier) <= now
-        ]
+        ready = [(t, name) for t, name in times if t <= now]
         if ready:
             return max(ready)[1], now
-        return None, min(g.available_to(tier) for g in gens.values())
+        return None, min(t for t, _ in times)
 
     def _order_tranche(self, key: tuple[int, int]) -> None:
         task, k = key
@@ -186,7 +191,7 @@ class StageKinds:
         if self.market is None:
             return self._hbm_granted(key)
         self.tranche_state[key] = "hbm"
-        tier = self.scenario.org(self.owner[site]).tier
+        tier = self.model.org(self.owner[site]).tier
         self.hbm_orders[site].append(key)
         self._hbm_catch_up()
         self.market.order(
@@ -224,7 +229,7 @@ class StageKinds:
         gen = self.scenario.generations[self.tranche_gen[key]]
         mw = self.tranche_gpus[key] * gen.power_kw / 1000
         self.tranche_state[key] = "power"
-        self._queue(self.site_power[site], key, mw, self.env.now, self._tranche_online)
+        self._queue(self._power(site), key, mw, self.env.now, self._tranche_online)
 
     def _tranche_online(self, key: tuple[int, int]) -> None:
         task, k = key

@@ -12,7 +12,6 @@ import traceback
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import pandas as pd
 
 from capsim import fastpath
@@ -47,13 +46,9 @@ def replication_row(
         row["finished"] = run.finished
         for milestone, t in milestone_times(run).items():
             row[milestone.column] = t
-        online = []
-        for info in model.sites:
-            if info.active:
-                finish = run.finish[list(info.tasks)]
-                t = float(finish.max()) if not np.isnan(finish).any() else math.nan
-                online.append(t)
-                row[f"online:{info.spec.name}"] = t
+        online = run.site_online().tolist()
+        for info, t in zip((i for i in model.sites if i.active), online, strict=True):
+            row[f"online:{info.spec.name}"] = t
         row["t_all_online"] = (
             max(online) if online and not any(map(math.isnan, online)) else math.nan
         )
@@ -62,9 +57,9 @@ def replication_row(
             costs = cost_summary(run, lab)
             for key in ("capex", "opex", "npv_cost", "usd_per_gpu_hour"):
                 row[key] = costs[key]
-        kinds = [e.kind for e in run.world]
+        counts = run.kind_counts()
         for kind in NOTABLE_COUNTS:
-            row[f"n_{kind}"] = kinds.count(kind)
+            row[f"n_{kind}"] = counts[kind]
         if tally is not None:
             tally.add(run)
         if logs is not None:

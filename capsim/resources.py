@@ -61,6 +61,10 @@ class Supply:
 
         ``priority`` is any comparable value; lower is served first, ties by arrival.
         """
+        if not self._queue and amount <= self.available + _EPS:  # nobody waits and it fits
+            self._grant(key, amount)
+            on_grant(key)
+            return
         heapq.heappush(self._queue, (priority, next(self._arrival), key, amount, on_grant))
         self._dispatch()
 

@@ -125,6 +125,6 @@ def events_table(run: Run) -> pd.DataFrame:
     ['capex', 'mw_built', 'mw_online', 'site_complete']
     """
     columns = list(WorldEvent._fields)
-    df = pd.DataFrame(run.world, columns=columns)
+    df = pd.DataFrame(run.log, columns=columns)
     df.insert(0, "date", to_dates(run, df["time"]))
     return df
