@@ -173,7 +173,7 @@ class _Replication(StageKinds, Offtakes):
         self._open_markets()
         active = [info for info in model.sites if info.active]
         leases = [i for i, lease in enumerate(model.leases) if lease.active]
-        if not leases and all(info.start == 0 for info in active):
+        if model.starts_now:
             # every site starts now and nothing else is scheduled for now: starting them at
             # once runs the same callbacks in the same order as one event per site would
             for info in active:
@@ -243,7 +243,7 @@ class _Replication(StageKinds, Offtakes):
 
     def _site_starts(self, site: int) -> None:
         info = self.model.sites[site]
-        pause = self._strike_all(info.start_risks, site, None)
+        pause = self._strike_all(info.start_risks, site, None) if info.start_risks else 0.0
         if self.cancelled[site]:
             return
         if pause:

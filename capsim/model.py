@@ -299,6 +299,10 @@ class Model:
             self.active_site_tasks[k, : len(info.tasks)] = info.tasks
         self._orgs: dict[str, Org] = {}
         self._generation_times: dict[int, list[tuple[float, str]]] = {}
+        self._generation_time: dict[tuple[str, int], float] = {}
+        self.starts_now = not any(lease.active for lease in self.leases) and all(
+            info.start == 0 for info in self.sites if info.active
+        )  # every site starts at time 0, and no agreement needs an event then
         # slot values by distribution: gathered in one go, each distribution's slots a slice
         order = [ids for _, ids in self._groups]
         self._gather = np.concatenate(order) if order else np.zeros(0, dtype=int)
@@ -314,6 +318,14 @@ class Model:
         if org is None:
             org = self._orgs[name] = self.scenario.org(name)
         return org
+
+    def generation_time(self, name: str, tier: int) -> float:
+        """When an org of ``tier`` can get generation ``name``, looked up once."""
+        key = (name, tier)
+        when = self._generation_time.get(key)
+        if when is None:
+            when = self._generation_time[key] = self.scenario.generations[name].available_to(tier)
+        return when
 
     def generation_times(self, tier: int) -> list[tuple[float, str]]:
         """(when an org of ``tier`` can get it, name) of every generation, looked up once."""

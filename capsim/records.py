@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
+from operator import itemgetter
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -80,7 +81,7 @@ class Run:
 
     def kind_counts(self) -> Counter[str]:
         """How many world events there are of each kind."""
-        return Counter(event[1] for event in self.log)
+        return Counter(map(itemgetter(1), self.log))
 
     @property
     def finished(self) -> bool:
