@@ -27,6 +27,9 @@ from capsim.units import DAYS_PER
 from capsim.world import Milestone
 
 _DELTA_COLUMNS = ["time", "org", "source", "generation", "gpus", "mw"]
+_CAPACITY_KINDS = frozenset(
+    {"mw_online", "gpus_online", "transferred", "lease_delivered", "lease_ended"}
+)
 
 
 def iter_deltas(run: Run) -> Iterator[tuple[float, str, str, str, float, float]]:
@@ -44,24 +47,25 @@ def iter_deltas(run: Run) -> Iterator[tuple[float, str, str, str, float, float]]
     owner = {info.spec.name: info.spec.org for info in run.model.sites}
     site_mw: dict[str, float] = defaultdict(float)
     site_gpus: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for e in run.world:
-        if e.kind == "mw_online":
-            yield (e.time, e.org, "own", "", 0.0, e.amount)
-            site_mw[e.subject] += e.amount
-        elif e.kind == "gpus_online":
-            yield (e.time, e.org, "own", e.generation, e.amount, 0.0)
-            site_gpus[e.subject][e.generation] += e.amount
-        elif e.kind == "transferred":
-            before, owner[e.subject] = owner[e.subject], e.org
-            yield (e.time, before, "own", "", 0.0, -site_mw[e.subject])
-            yield (e.time, e.org, "own", "", 0.0, site_mw[e.subject])
-            for gen, gpus in site_gpus[e.subject].items():
-                yield (e.time, before, "own", gen, -gpus, 0.0)
-                yield (e.time, e.org, "own", gen, gpus, 0.0)
-        elif e.kind in ("lease_delivered", "lease_ended"):
-            sign = 1 if e.kind == "lease_delivered" else -1
-            mw = e.amount * gens[e.generation].power_kw / 1000
-            yield (e.time, e.org, "lease", e.generation, sign * e.amount, sign * mw)
+    changes = [event for event in run.log if event[1] in _CAPACITY_KINDS]
+    for time, kind, subject, org, amount, generation, _, _ in changes:
+        if kind == "mw_online":
+            yield (time, org, "own", "", 0.0, amount)
+            site_mw[subject] += amount
+        elif kind == "gpus_online":
+            yield (time, org, "own", generation, amount, 0.0)
+            site_gpus[subject][generation] += amount
+        elif kind == "transferred":
+            before, owner[subject] = owner[subject], org
+            yield (time, before, "own", "", 0.0, -site_mw[subject])
+            yield (time, org, "own", "", 0.0, site_mw[subject])
+            for gen, gpus in site_gpus[subject].items():
+                yield (time, before, "own", gen, -gpus, 0.0)
+                yield (time, org, "own", gen, gpus, 0.0)
+        elif kind in ("lease_delivered", "lease_ended"):
+            sign = 1 if kind == "lease_delivered" else -1
+            mw = amount * gens[generation].power_kw / 1000
+            yield (time, org, "lease", generation, sign * amount, sign * mw)
 
 
 def capacity_deltas(run: Run) -> pd.DataFrame:
@@ -116,46 +120,48 @@ def capacity_table(run: Run) -> pd.DataFrame:
     return steps
 
 
-def perspective_levels(
-    run: Run, org: str | None = None
-) -> Iterator[tuple[float, float, float, float]]:
-    """The perspective's capacity after each change, in time order: (time, MW, GPUs, PFLOPS).
-
-    The perspective is the ``org``'s own plus leased capacity (default: the scenario's
-    perspective org); with no perspective, all orgs' own capacity together.
+def perspective_levels(run: Run, org: str | None = None) -> np.ndarray:
+    """The perspective's capacity after each change, in time order: an array of rows (time, MW,
+    GPUs, PFLOPS). The perspective is the ``org``'s own plus leased capacity (default: the
+    scenario's perspective org); with no perspective, all orgs' own capacity together. The levels
+    are running sums (numpy's, added in order as a loop would) over its capacity changes.
     """
     scenario = run.model.scenario
     org = org or scenario.lab
+    if org is not None:
+        deltas = [d for d in iter_deltas(run) if d[1] == org]
+    else:
+        deltas = [d for d in iter_deltas(run) if d[2] == "own"]
+    if not deltas:
+        return np.empty((0, 4))
+    times, _, _, gens, gpus, mw = zip(*deltas, strict=True)
     pflops = {name: g.pflops for name, g in scenario.generations.items()}
-    mw_level = gpus_level = pflops_level = 0.0
-    for time, who, source, gen, gpus, mw in iter_deltas(run):
-        if (who != org) if org is not None else (source != "own"):
-            continue
-        mw_level += mw
-        gpus_level += gpus
-        pflops_level += gpus * pflops.get(gen, 0.0)
-        yield time, mw_level, gpus_level, pflops_level
+    counts = np.array(gpus, dtype=float)
+    per_gpu = np.array([pflops.get(gen, 0.0) for gen in gens])
+    return np.column_stack(
+        [
+            times,
+            np.cumsum(np.array(mw, dtype=float)),
+            np.cumsum(counts),
+            np.cumsum(counts * per_gpu),
+        ]
+    )
 
 
 def milestone_times(
     run: Run, milestones: list[Milestone] | None = None, org: str | None = None
 ) -> dict[Milestone, float]:
     """The first model time each milestone is reached (NaN if never by the horizon), for the
-    capacity of :func:`perspective_levels`. Pure Python over the event log: this runs once per
-    Monte Carlo replication.
-    """
+    capacity of :func:`perspective_levels`. This runs once per Monte Carlo replication."""
     milestones = run.model.scenario.milestones if milestones is None else milestones
     out = dict.fromkeys(milestones, math.nan)
-    pending = list(milestones)
+    levels = perspective_levels(run, org)
     column = {"mw": 1, "gpus": 2, "pflops": 3}
-    for levels in perspective_levels(run, org):
-        for m in list(pending):
-            measure, target = m.measure
-            if levels[column[measure]] >= target - 1e-9:
-                out[m] = levels[0]
-                pending.remove(m)
-        if not pending:
-            break
+    for m in milestones:
+        measure, target = m.measure
+        reached = np.flatnonzero(levels[:, column[measure]] >= target - 1e-9)
+        if len(reached):
+            out[m] = float(levels[reached[0], 0])
     return out
 
 
@@ -170,7 +176,7 @@ def capacity_on_grid(run: Run, times: np.ndarray, org: str | None = None) -> np.
     >>> capacity_on_grid(run, np.array([0.0, model.scenario.horizon]))[:, 0].tolist()
     [0.0, 1000.0]
     """
-    levels = np.array([(0.0, 0.0, 0.0, 0.0), *perspective_levels(run, org)])
+    levels = np.vstack([np.zeros((1, 4)), perspective_levels(run, org)])
     # the last change at or before each time (the leading zero row covers earlier times)
     at = np.searchsorted(levels[1:, 0], np.asarray(times) + 1e-9, side="right")
     return levels[at, 1:]

@@ -39,6 +39,7 @@ from capsim.results import to_dates
 from capsim.units import DAYS_PER
 
 _HOURS_PER_DAY = 24.0
+_CAPEX = {"facility": "capex_facility", "on-site power": "capex_power"}  # by detail; else GPUs
 
 
 class Lump(NamedTuple):
@@ -70,22 +71,20 @@ def cost_items(run: Run) -> tuple[list[Lump], list[Flow]]:
     region = {i.spec.name: i.spec.region for i in run.model.sites}
     draws: list[tuple[float, str, float]] = []  # (time, site, +MW drawn from then on)
     held: dict[tuple[str, int], list] = {}  # (lease, tranche) -> [begin, end, GPUs, gen, customer]
-    for e in run.world:
-        if e.kind == "capex":
-            category = {"facility": "capex_facility", "on-site power": "capex_power"}.get(
-                e.detail, "capex_gpus"
-            )
-            lumps.append(Lump(e.time, e.org, category, e.amount))
-        elif e.kind == "gpus_online":
-            draws.append((e.time, e.subject, e.amount * gens[e.generation].power_kw / 1000))
-        elif e.kind == "mw_online" and not has_gpus[e.subject]:
-            draws.append((e.time, e.subject, e.amount))
-        elif e.kind == "transferred":
-            owners[e.subject].append((e.time, e.org))
-        elif e.kind == "lease_delivered":
-            held[e.subject, e.tranche] = [e.time, horizon, e.amount, e.generation, e.org]
-        elif e.kind == "lease_ended":
-            held[e.subject, e.tranche][1] = e.time
+    for time, kind, subject, org, amount, generation, detail, tranche in run.log:
+        if kind == "capex":
+            category = _CAPEX.get(detail, "capex_gpus")
+            lumps.append(Lump(time, org, category, amount))
+        elif kind == "gpus_online":
+            draws.append((time, subject, amount * gens[generation].power_kw / 1000))
+        elif kind == "mw_online" and not has_gpus[subject]:
+            draws.append((time, subject, amount))
+        elif kind == "transferred":
+            owners[subject].append((time, org))
+        elif kind == "lease_delivered":
+            held[subject, tranche] = [time, horizon, amount, generation, org]
+        elif kind == "lease_ended":
+            held[subject, tranche][1] = time
     for time, site, mw in draws:
         transfers = [t for t, _ in owners[site] if time < t < horizon]
         prices = _price_breaks(run, region[site], time, horizon)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
+from simpy.core import NORMAL
 
 from capsim.hbm import HbmMarket
 from capsim.kinds import StageKinds
@@ -68,6 +69,22 @@ def simulate(model: Model, values: np.ndarray) -> Run:
             gc.enable()
 
 
+class _Call(simpy.Event):
+    """A SimPy event that calls ``callback(arg)`` when processed (its value is the pair). Made by
+    :meth:`_Replication._at` without :class:`simpy.Event`'s constructor: an event already
+    triggered, with one callback, is all :meth:`simpy.Environment.step` needs."""
+
+    __slots__ = ()
+
+
+_new_call = object.__new__
+
+
+def _fire(event: _Call) -> None:
+    callback, arg = event._value
+    callback(arg)
+
+
 class _Replication(StageKinds, Offtakes):
     """The mutable state of one run; discarded afterwards."""
 
@@ -75,8 +92,18 @@ class _Replication(StageKinds, Offtakes):
         self.model = model
         self.scenario = s = model.scenario
         self.tasks = model.tasks
+        self.value_array = values
         self.values = values.tolist()
         self.env = simpy.Environment()
+        self._schedule = self.env.schedule
+        self.task_site = model.task_site
+        self.task_kind = model.task_kind
+        self.task_successors = model.task_successors
+        self.task_needs = model.task_needs
+        self.task_slot = model.task_slot
+        self.task_risks = model.task_risks
+        self.task_plain = model.task_plain
+        self.complete = self._complete  # bound once: scheduled for most tasks
         n, n_sites = len(model.tasks), len(model.sites)
         self.ready = [math.nan] * n
         self.start = [math.nan] * n
@@ -91,7 +118,7 @@ class _Replication(StageKinds, Offtakes):
         }
         self.next_need = [0] * n
         self.gate: dict[int, str] = {}  # what a started task waits on besides time
-        self.priority = [model.sites[t.site].priority for t in model.tasks]
+        self.priority = model.task_priority
         self.pools = {
             name: ResourcePool(name, r.capacity) for name, r in sorted(s.resources.items())
         }
@@ -111,8 +138,8 @@ class _Replication(StageKinds, Offtakes):
         self.market = HbmMarket() if s.hbm is not None else None
         self.hbm_next = 0  # the first HBM delivery not yet made
         self.hbm_woken = False  # whether a delivery is scheduled for waiting orders
-        self.owner = [site.spec.org for site in model.sites]
-        self.site_names = [site.spec.name for site in model.sites]
+        self.owner = list(model.site_owners)
+        self.site_names = model.site_names
         self.cancelled = [False] * n_sites
         self.site_left = [len(site.tasks) for site in model.sites]  # stages not yet finished
         self.requests: list[list[tuple[Supply, Hashable]]] = [[] for _ in model.sites]
@@ -121,19 +148,19 @@ class _Replication(StageKinds, Offtakes):
         self.power_left = [len(site.power_tasks) for site in model.sites]
         self.built_mw = [0.0] * n_sites
         self.online_mw = [0.0] * n_sites
-        self.site_power = [Supply(f"{site.spec.name} powered MW") for site in model.sites]
+        self.site_power: list[Supply | None] = [None] * n_sites  # made when first used
         self.tranche_left: dict[int, int] = {}
         self.tranche_gen: dict[tuple[int, int], str] = {}
         self.tranche_state: dict[tuple[int, int], str] = {}  # what each GPU tranche waits for
         self.tranche_gpus: dict[tuple[int, int], int] = {}
-        self.gpus_online = [dict[str, int]() for _ in model.sites]
+        self.gpus_online: list[dict[str, int]] = [{} for _ in model.sites]
         self.phases_left: dict[int, int] = {}
         self.lease_supply: dict[tuple[str, str], Supply] = {}
         self.lease_state: dict[tuple[int, int], str] = {}
         self.lease_tranche: dict[tuple[int, int], tuple[str, int, float]] = {}  # gen, GPUs, due
         self.lease_due_at: dict[tuple[int, int], float] = {}
         self.terminated = [False] * len(model.leases)
-        self.world: list[WorldEvent] = []
+        self.log: list[tuple] = []  # WorldEvent fields
         self.flags = {
             name: self.values[slot] < s.flags[name] for name, slot in model.flag_slots.items()
         }
@@ -142,65 +169,61 @@ class _Replication(StageKinds, Offtakes):
     # -- the run -------------------------------------------------------------------------------
 
     def run(self) -> Run:
-        env, horizon = self.env, self.scenario.horizon
+        env, horizon, model = self.env, self.scenario.horizon, self.model
         self._open_markets()
-        for info in self.model.sites:
-            if info.active:
+        active = [info for info in model.sites if info.active]
+        leases = [i for i, lease in enumerate(model.leases) if lease.active]
+        if model.starts_now:
+            # every site starts now and nothing else is scheduled for now: starting them at
+            # once runs the same callbacks in the same order as one event per site would
+            for info in active:
+                self._site_starts(info.index)
+        else:
+            for info in active:
                 self._at(info.start, self._site_starts, info.index)
-        for i, lease in enumerate(self.model.leases):
-            if lease.active:
-                self._at(self.values[lease.negotiation_slot], self._lease_signed, i)
-        while env.peek() <= horizon:
-            env.step()
+        for i in leases:
+            self._at(self.values[model.leases[i].negotiation_slot], self._lease_signed, i)
+        queue, step = env._queue, env.step  # env.peek() and env.step(), without a call per peek
+        while queue and queue[0][0] <= horizon:
+            step()
+        finish = np.asarray(self.finish)
         return Run(
-            self.model,
-            np.asarray(self.values),
+            model,
+            self.value_array,
             np.asarray(self.extra),
             np.asarray(self.ready),
             np.asarray(self.start),
-            np.asarray(self.finish),
-            self.world,
-            self._blockages(),
+            finish,
+            self.log,
+            self._blockages(finish),
             self.owner,
             self.energy_factor,
         )
 
     def _at(self, delay: float, callback: Callable, arg: Hashable) -> None:
-        """Call ``callback(arg)`` after ``delay``."""
-        self.env.timeout(delay if delay > 0 else 0.0, value=(callback, arg)).callbacks.append(
-            self._fire
-        )
-
-    @staticmethod
-    def _fire(event: simpy.Event) -> None:
-        callback, arg = event.value
-        callback(arg)
+        """Call ``callback(arg)`` after ``delay``: one SimPy event."""
+        event = _new_call(_Call)
+        event.callbacks = [_fire]
+        event._ok = True
+        event._value = (callback, arg)
+        self._schedule(event, NORMAL, delay if delay > 0 else 0.0)
 
     def _log(
         self, kind: str, subject: str, org: str, amount: float = 0.0, generation: str = "",
         detail: str = "", tranche: int = 0,
     ) -> None:  # fmt: skip
-        """Log a :class:`WorldEvent` now."""
-        self.world.append(
-            WorldEvent(self.env.now, kind, subject, org, amount, generation, detail, tranche)
-        )
+        """Log a :class:`WorldEvent` now (as a plain tuple of its fields)."""
+        self.log.append((self.env.now, kind, subject, org, amount, generation, detail, tranche))
 
     def _site_log(
         self, site: int, kind: str, amount: float = 0.0, generation: str = "", detail: str = "",
         tranche: int = 0,
     ) -> None:  # fmt: skip
-        self.world.append(
-            WorldEvent(
-                self.env.now,
-                kind,
-                self.site_names[site],
-                self.owner[site],
-                amount,
-                generation,
-                detail,
-                tranche,
-            )
-        )
+        """Log a :class:`WorldEvent` of ``site`` now."""
+        self.log.append(
+            (self.env._now, kind, self.site_names[site], self.owner[site], amount, generation,
+             detail, tranche)
+        )  # fmt: skip
 
     def _open_markets(self) -> None:
         s = self.scenario
@@ -220,7 +243,7 @@ class _Replication(StageKinds, Offtakes):
 
     def _site_starts(self, site: int) -> None:
         info = self.model.sites[site]
-        pause = self._strike_all(info.start_risks, site, None)
+        pause = self._strike_all(info.start_risks, site, None) if info.start_risks else 0.0
         if self.cancelled[site]:
             return
         if pause:
@@ -239,12 +262,12 @@ class _Replication(StageKinds, Offtakes):
                 self._make_ready(task)
 
     def _make_ready(self, task: int) -> None:
-        self.ready[task] = self.env.now
-        risks = self.tasks[task].risks
+        self.ready[task] = self.env._now
+        risks = self.task_risks[task]
         if not risks:  # the common case, kept short
             self._acquire(task)
             return
-        site = self.tasks[task].site
+        site = self.task_site[task]
         pause = self._strike_all(risks, site, task)
         if self.cancelled[site]:
             return
@@ -262,57 +285,66 @@ class _Replication(StageKinds, Offtakes):
             self._acquire(task)
 
     def _acquire(self, task: int) -> None:
-        spec = self.tasks[task]
-        k = self.next_need[task]
-        if k < len(spec.needs):
-            self.next_need[task] = k + 1
-            name, amount = spec.needs[k]
-            self._queue(self.pools[name], task, amount, self.priority[task], self._granted)
-            return
-        kind = spec.kind
+        needs = self.task_needs[task]
+        if needs:
+            k = self.next_need[task]
+            if k < len(needs):
+                self.next_need[task] = k + 1
+                name, amount = needs[k]
+                self._queue(self.pools[name], task, amount, self.priority[task], self._granted)
+                return
+        kind = self.task_kind[task]
         if kind == "task" or kind == "power":
-            self.start[task] = self.env.now
-            self._at(self.values[spec.slot] + self.extra[task], self._complete, task)
+            self.start[task] = self.env._now
+            self._at(self.values[self.task_slot[task]] + self.extra[task], self.complete, task)
             return
-        if kind not in ("permit", "grid"):  # those start when their review or study slot is free
-            self.start[task] = self.env.now
+        if kind != "permit" and kind != "grid":  # those start when their review or study slot frees
+            self.start[task] = self.env._now
         self.begin[kind](task)
 
     def _granted(self, task: int) -> None:
-        if self.cancelled[self.tasks[task].site]:
+        if self.cancelled[self.task_site[task]]:
             self._release_needs(task)
         else:
             self._acquire(task)
 
     def _release_needs(self, task: int) -> None:
-        for name, _ in self.tasks[task].needs[: self.next_need[task]]:
-            if task in self.pools[name].holders:
-                self.pools[name].release(task)
+        for name, _ in self.task_needs[task][: self.next_need[task]]:
+            pool = self.pools[name]
+            if task in pool.holders:
+                pool.release(task)
 
     def _complete(self, task: int) -> None:
-        spec = self.tasks[task]
-        site = spec.site
+        site = self.task_site[task]
         if self.cancelled[site]:
             self._release_needs(task)
             return
-        self.finish[task] = self.env.now
+        self.finish[task] = self.env._now
         if self.gate:
             self.gate.pop(task, None)
-        if spec.needs:
+        if self.task_needs[task]:
             self._release_needs(task)
-        if spec.kind == "power" and spec.spec.capex_per_mw:
-            mw = self.model.sites[site].spec.mw
-            self._site_log(site, "capex", mw * spec.spec.capex_per_mw, detail="on-site power")
-        if spec.kind == "grid" or spec.kind == "power":
+        kind = self.task_kind[task]
+        if kind == "grid" or kind == "power":
+            spec = self.tasks[task].spec
+            if kind == "power" and spec.capex_per_mw:
+                mw = self.model.sites[site].spec.mw
+                self._site_log(site, "capex", mw * spec.capex_per_mw, detail="on-site power")
             self.power_left[site] -= 1
             if self.power_left[site] == 0:
                 self.powered[site] = True
                 self._site_log(site, "powered")
                 self._update_online(site)
-        for successor in spec.successors:
-            self.pending[successor] -= 1
-            if self.pending[successor] == 0:
-                self._make_ready(successor)
+        pending = self.pending
+        for successor in self.task_successors[task]:
+            pending[successor] -= 1
+            if pending[successor] == 0:
+                if self.task_plain[successor]:  # _make_ready and _acquire, inlined
+                    self.ready[successor] = self.start[successor] = self.env._now
+                    duration = self.values[self.task_slot[successor]] + self.extra[successor]
+                    self._at(duration, self.complete, successor)
+                else:
+                    self._make_ready(successor)
         self.site_left[site] -= 1
         if self.site_left[site] == 0:
             info = self.model.sites[site]
@@ -375,8 +407,8 @@ class _Replication(StageKinds, Offtakes):
     ) -> None:
         """Request from ``supply`` on behalf of a site's task (``key`` is the task or a
         (task, tranche) pair), remembering it so a cancellation can withdraw it."""
-        task = key if isinstance(key, int) else key[0]
-        self.requests[self.tasks[task].site].append((supply, key))
+        task = key if key.__class__ is int else key[0]
+        self.requests[self.task_site[task]].append((supply, key))
         supply.request(key, amount, priority, on_grant)
 
     def _cancel(self, site: int, why: str) -> None:
@@ -424,10 +456,11 @@ class _Replication(StageKinds, Offtakes):
 
     # -- the horizon report --------------------------------------------------------------------
 
-    def _blockages(self) -> list[Blockage]:
+    def _blockages(self, finish: np.ndarray) -> list[Blockage]:
         unit = self.scenario.time_unit
         blockages = []
-        for i in self.model.active_tasks:
+        active = self.model.active_array
+        for i in active[np.isnan(finish[active])].tolist():
             task = self.tasks[i]
             if not math.isnan(self.finish[i]) or self.cancelled[task.site]:
                 continue

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from capsim.model import Model, replication_rng
+from capsim.tally import TallyLayout, stage_sums
 
 _KIND_COUNTS = ("paused", "cancelled", "transferred", "lease_late", "lease_terminated")
 
@@ -55,7 +56,6 @@ def simulate_chunk(
     n = len(reps)
     ready = np.full((n, len(model.tasks)), np.nan)
     finish = np.full((n, len(model.tasks)), np.nan)
-    binding = {}  # task -> (index of its binding predecessor per replication, whether it binds)
     for info in model.sites:
         if not info.active:
             continue
@@ -64,8 +64,6 @@ def simulate_chunk(
             if preds:
                 stacked = finish[:, list(preds)]
                 latest = stacked.max(axis=1)  # NaN if any predecessor is unfinished
-                first_latest = np.argmax(np.nan_to_num(stacked, nan=-np.inf), axis=1)
-                binding[t] = (np.asarray(preds)[first_latest], latest >= info.start - 1e-9)
                 ready[:, t] = np.maximum(latest, info.start)
             else:
                 ready[:, t] = info.start
@@ -73,7 +71,9 @@ def simulate_chunk(
             end = ready[:, t] + values[:, model.tasks[t].slot]
             finish[:, t] = np.where(end <= horizon, end, np.nan)
     rows = _rows(model, reps, finish)
-    return rows, _tally(model, binding, ready, finish)
+    tasks = model.active_tasks
+    ready, finish = ready[:, tasks], finish[:, tasks]
+    return rows, stage_sums(TallyLayout(model), ready, ready, finish)  # a stage starts when ready
 
 
 def _rows(model: Model, reps: np.ndarray, finish: np.ndarray) -> pd.DataFrame:
@@ -101,40 +101,3 @@ def _rows(model: Model, reps: np.ndarray, finish: np.ndarray) -> pd.DataFrame:
     for kind in _KIND_COUNTS:
         rows[f"n_{kind}"] = 0
     return pd.DataFrame(rows)
-
-
-def _tally(model: Model, binding: dict, ready: np.ndarray, finish: np.ndarray) -> np.ndarray:
-    """The StageTally sums, with the same critical chains as the engine's walk back."""
-    tasks = model.active_tasks
-    done = ~np.isnan(finish[:, tasks])
-    duration = np.where(done, finish[:, tasks] - ready[:, tasks], 0.0)
-    on_chain = np.zeros_like(finish, dtype=bool)
-    site_online = []
-    for info in model.sites:
-        if not info.active:
-            continue
-        block = finish[:, list(info.tasks)]
-        complete = ~np.isnan(block).any(axis=1)
-        end = np.asarray(info.tasks)[np.argmax(np.nan_to_num(block, nan=-np.inf), axis=1)]
-        for t in reversed(info.tasks):
-            on_chain[:, t] |= complete & (end == t)
-            if t in binding:
-                pred, binds = binding[t]
-                for p in model.tasks[t].predecessors:
-                    on_chain[:, p] |= on_chain[:, t] & binds & (pred == p)
-        site_online.append(
-            np.where(complete, np.nanmax(np.nan_to_num(block, nan=-np.inf), axis=1), -np.inf)
-        )
-    online = np.stack(site_online, axis=1)
-    last_site = np.argmax(online, axis=1)
-    any_online = np.isfinite(online).any(axis=1)
-    active = [info for info in model.sites if info.active]
-    on_last = np.zeros_like(on_chain)
-    for k, info in enumerate(active):
-        mask = any_online & (last_site == k)
-        on_last[:, list(info.tasks)] = on_chain[:, list(info.tasks)] & mask[:, None]
-    zeros = np.zeros(len(tasks))
-    return np.vstack([
-        done.sum(axis=0), zeros, zeros, duration.sum(axis=0), (duration**2).sum(axis=0),
-        on_chain[:, tasks].sum(axis=0), on_last[:, tasks].sum(axis=0),
-    ])  # fmt: skip

@@ -53,7 +53,11 @@ class _Order:
         self.key, self.buyer, self.remaining = key, buyer, gb
         self.priority, self.seq, self.on_grant, self.done = priority, seq, on_grant, False
 
-    def sort_key(self) -> tuple[Any, int]:
+    def sort_key(self) -> tuple[Any, ...]:
+        """(priority, arrival); a tuple priority is spread out, ``(*priority, arrival)``: the
+        same order for priorities of one length, and cheaper to compare in a large queue."""
+        if self.priority.__class__ is tuple:
+            return (*self.priority, self.seq)
         return (self.priority, self.seq)
 
 
@@ -65,10 +69,12 @@ class HbmMarket:
         self.pool = 0.0
         self.produced = 0.0
         self.log: list[HbmAllocation] = []
-        self._queue: list[tuple[tuple[Any, int], _Order]] = []
-        self._by_buyer: dict[str, list[tuple[tuple[Any, int], _Order]]] = defaultdict(list)
+        self._queue: list[tuple[tuple[Any, ...], _Order]] = []
+        # each buyer's orders, for its reserved account: kept from the first reserved delivery
+        self._by_buyer: dict[str, list[tuple[tuple[Any, ...], _Order]]] = defaultdict(list)
         self._seq = count()
         self._open = 0
+        self._reserved = False  # whether any reserved GB were ever delivered
 
     @property
     def allocated_total(self) -> float:
@@ -92,16 +98,26 @@ class HbmMarket:
         priority: Any,
         on_grant: Callable[[Any], None],
     ) -> None:
-        """Order ``gb`` for ``buyer``; ``on_grant(key)`` once all of it is allocated."""
+        """Order ``gb`` for ``buyer``; ``on_grant(key)`` once all of it is allocated. Orders are
+        served by ``priority`` (lower first; a tuple's length the same for every order), then
+        by arrival."""
         order = _Order(key, buyer, gb, priority, next(self._seq), on_grant)
         entry = (order.sort_key(), order)
         self._open += 1
         heapq.heappush(self._queue, entry)
-        heapq.heappush(self._by_buyer[buyer], entry)
+        if self._reserved:
+            heapq.heappush(self._by_buyer[buyer], entry)
         self._serve(time)
 
     def deliver(self, time: float, reserved: dict[str, float], common: float) -> None:
         """One period's output: ``reserved`` GB per buyer, ``common`` GB for everyone."""
+        if reserved and not self._reserved:  # from now on, each buyer's orders are kept apart
+            self._reserved = True
+            for entry in self._queue:
+                if not entry[1].done:
+                    self._by_buyer[entry[1].buyer].append(entry)
+            for heap in self._by_buyer.values():
+                heapq.heapify(heap)
         for buyer, gb in reserved.items():
             self.accounts[buyer] += gb
         self.pool += common
@@ -143,7 +159,7 @@ class HbmMarket:
 
     def _serve(self, time: float) -> None:
         filled: list[_Order] = []
-        for buyer in sorted(self._by_buyer):
+        for buyer in sorted(self._by_buyer) if self._reserved else ():  # no accounts: no loop
             heap = self._by_buyer[buyer]
             while heap and (heap[0][1].done or self.accounts[buyer] > _EPS):
                 order = heap[0][1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from capsim.resources import Supply
 from capsim.world import NEWEST
 
 if TYPE_CHECKING:
@@ -27,22 +28,22 @@ class StageKinds:
         """Start ``task`` once it holds a slot of ``pool`` (at once without a pool), then
         ``then(task)``."""
         if pool is None:
-            self.start[task] = self.env.now
+            self.start[task] = self.env._now
             then(task)
             return
         self.gate[task] = f"pool:{pool.name}"
         self._queue(pool, task, 1, self.priority[task], lambda t: self._held(pool, t, then))
 
     def _held(self, pool: ResourcePool, task: int, then: Callable[[int], None]) -> None:
-        if self.cancelled[self.tasks[task].site]:
+        if self.cancelled[self.task_site[task]]:
             pool.release(task)
             return
         self.gate.pop(task, None)
-        self.start[task] = self.env.now
+        self.start[task] = self.env._now
         then(task)
 
     def _begin_permit(self, task: int) -> None:
-        site = self.model.sites[self.tasks[task].site].spec
+        site = self.model.sites[self.task_site[task]].spec
         self._hold(self.reviews.get(site.jurisdiction), task, self._review)
 
     def _review(self, task: int) -> None:
@@ -80,18 +81,18 @@ class StageKinds:
     # -- grid ----------------------------------------------------------------------------------
 
     def _begin_grid(self, task: int) -> None:
-        region = self.model.sites[self.tasks[task].site].spec.region
+        region = self.model.sites[self.task_site[task]].spec.region
         self._hold(self.studies.get(region), task, self._study)
 
     def _study(self, task: int) -> None:
         self._at(self.values[self.tasks[task].slot] + self.extra[task], self._studied, task)
 
     def _studied(self, task: int) -> None:
-        site = self.model.sites[self.tasks[task].site].spec
+        site = self.model.sites[self.task_site[task]].spec
         pool = self.studies.get(site.region)
         if pool is not None and task in pool.holders:
             pool.release(task)
-        if self.cancelled[self.tasks[task].site]:
+        if self.cancelled[self.task_site[task]]:
             return self._release_needs(task)
         budget = self.budgets.get(site.region)
         if budget is None:
@@ -100,7 +101,7 @@ class StageKinds:
         self._queue(budget, task, site.mw, self.ready[task], self._connected)
 
     def _connected(self, task: int) -> None:
-        site = self.tasks[task].site
+        site = self.task_site[task]
         self.gate.pop(task, None)
         mw = self.model.sites[site].spec.mw
         self._site_log(site, "grid_granted", mw, detail=self.model.sites[site].spec.region or "")
@@ -134,8 +135,10 @@ class StageKinds:
             info.capex_per_mw if info.capex_per_mw is not None else self.scenario.costs.capex_per_mw
         )
         self.built_mw[site] += mw
-        self._site_log(site, "mw_built", mw)
-        self._site_log(site, "capex", mw * capex, detail="facility")
+        log, now = self.log.append, self.env._now
+        name, org = self.site_names[site], self.owner[site]
+        log((now, "mw_built", name, org, mw, "", "", 0))
+        log((now, "capex", name, org, mw * capex, "", "facility", 0))
         self._update_online(site)
 
     def _update_online(self, site: int) -> None:
@@ -143,41 +146,46 @@ class StageKinds:
         if delta > 1e-9:
             self.online_mw[site] += delta
             self._site_log(site, "mw_online", delta)
-            self.site_power[site].add(delta)
+            self._power(site).add(delta)
+
+    def _power(self, site: int) -> Supply:
+        """The site's powered MW, which its GPU tranches take as they arrive."""
+        supply = self.site_power[site]
+        if supply is None:
+            supply = self.site_power[site] = Supply(f"{self.site_names[site]} powered MW")
+        return supply
 
     # -- GPUs and HBM --------------------------------------------------------------------------
 
     def _begin_gpus(self, task: int) -> None:
-        sizes = self.model.sites[self.tasks[task].site].tranches
+        sizes = self.model.sites[self.task_site[task]].tranches
         self.tranche_left[task] = len(sizes)
         for k in range(len(sizes)):
             self._order_tranche((task, k))
 
     def _generation(self, org: str, wanted: str) -> tuple[str | None, float]:
         """The generation ``org`` gets now (None if none yet) and when to ask again."""
-        tier = self.scenario.org(org).tier
-        now = self.env.now
-        gens = self.scenario.generations
+        tier = self.model.org(org).tier
+        now = self.env._now
         if wanted != NEWEST:
-            when = gens[wanted].available_to(tier)
+            when = self.model.generation_time(wanted, tier)
             return (wanted, now) if when <= now else (None, when)
-        ready = [
-            (g.available_to(tier), name) for name, g in gens.items() if g.available_to(tier) <= now
-        ]
+        times = self.model.generation_times(tier)
+        ready = [(t, name) for t, name in times if t <= now]
         if ready:
             return max(ready)[1], now
-        return None, min(g.available_to(tier) for g in gens.values())
+        return None, min(t for t, _ in times)
 
     def _order_tranche(self, key: tuple[int, int]) -> None:
         task, k = key
-        site = self.tasks[task].site
+        site = self.task_site[task]
         if self.cancelled[site]:
             return
         info = self.model.sites[site]
         gen_name, when = self._generation(self.owner[site], info.spec.gpus.generation)
         if gen_name is None:
             self.tranche_state[key] = f"generation:{info.spec.gpus.generation}"
-            self._at(when - self.env.now, self._order_tranche, key)
+            self._at(when - self.env._now, self._order_tranche, key)
             return
         gen = self.scenario.generations[gen_name]
         gpus = info.tranches[k] or self._gpus_for(info.spec.mw / len(info.tranches), gen)
@@ -186,15 +194,15 @@ class StageKinds:
         if self.market is None:
             return self._hbm_granted(key)
         self.tranche_state[key] = "hbm"
-        tier = self.scenario.org(self.owner[site]).tier
+        tier = self.model.org(self.owner[site]).tier
         self.hbm_orders[site].append(key)
         self._hbm_catch_up()
         self.market.order(
-            self.env.now,
+            self.env._now,
             key,
             self.owner[site],
             gpus * gen.hbm_gb,
-            (tier, info.rank, self.env.now),
+            (tier, info.rank, self.env._now),
             self._hbm_granted,
         )
         self._hbm_wake()
@@ -205,7 +213,7 @@ class StageKinds:
 
     def _hbm_granted(self, key: tuple[int, int]) -> None:
         task, k = key
-        site = self.tasks[task].site
+        site = self.task_site[task]
         gen = self.scenario.generations[self.tranche_gen[key]]
         if self.market is not None:
             gb = self.tranche_gpus[key] * gen.hbm_gb
@@ -218,25 +226,27 @@ class StageKinds:
 
     def _delivered(self, key: tuple[int, int]) -> None:
         task, _ = key
-        site = self.tasks[task].site
+        site = self.task_site[task]
         if self.cancelled[site]:
             return
         gen = self.scenario.generations[self.tranche_gen[key]]
         mw = self.tranche_gpus[key] * gen.power_kw / 1000
         self.tranche_state[key] = "power"
-        self._queue(self.site_power[site], key, mw, self.env.now, self._tranche_online)
+        self._queue(self._power(site), key, mw, self.env._now, self._tranche_online)
 
     def _tranche_online(self, key: tuple[int, int]) -> None:
         task, k = key
-        site = self.tasks[task].site
+        site = self.task_site[task]
         if self.cancelled[site]:
             return
         gen_name, gpus = self.tranche_gen[key], self.tranche_gpus[key]
         gen = self.scenario.generations[gen_name]
         self.tranche_state[key] = "online"
         self.gpus_online[site][gen_name] = self.gpus_online[site].get(gen_name, 0) + gpus
-        self._site_log(site, "gpus_online", gpus, generation=gen_name, tranche=k + 1)
-        self._site_log(site, "capex", gpus * gen.price, generation=gen_name, detail="GPUs")
+        log, now = self.log.append, self.env._now
+        name, org = self.site_names[site], self.owner[site]
+        log((now, "gpus_online", name, org, gpus, gen_name, "", k + 1))
+        log((now, "capex", name, org, gpus * gen.price, gen_name, "GPUs", 0))
         self._offer(self.owner[site], gen_name, gpus)
         self.tranche_left[task] -= 1
         if self.tranche_left[task] == 0:
@@ -249,14 +259,14 @@ class StageKinds:
         schedule = self.model.hbm_schedule
         reserved: dict[str, float] = {}
         common = 0.0
-        while self.hbm_next < len(schedule) and schedule[self.hbm_next][0] <= self.env.now:
+        while self.hbm_next < len(schedule) and schedule[self.hbm_next][0] <= self.env._now:
             _, shares, pool = schedule[self.hbm_next]
             for buyer, gb in shares.items():
                 reserved[buyer] = reserved.get(buyer, 0.0) + gb
             common += pool
             self.hbm_next += 1
         if reserved or common:
-            self.market.deliver(self.env.now, reserved, common)
+            self.market.deliver(self.env._now, reserved, common)
 
     def _hbm_wake(self) -> None:
         """While orders wait, the next delivery is an event."""
@@ -264,7 +274,7 @@ class StageKinds:
         if self.hbm_woken or not self.market.waiting or self.hbm_next >= len(schedule):
             return
         self.hbm_woken = True
-        self._at(schedule[self.hbm_next][0] - self.env.now, self._hbm_tick, None)
+        self._at(schedule[self.hbm_next][0] - self.env._now, self._hbm_tick, None)
 
     def _hbm_tick(self, _: None) -> None:
         self.hbm_woken = False

@@ -31,6 +31,7 @@ from capsim.errors import CapsimError, did_you_mean
 from capsim.graph import pipeline_graph, stage_order
 from capsim.schema import Scenario, Site, Stage
 from capsim.units import from_date
+from capsim.world import Org
 
 __all__ = [
     "Blockage",
@@ -276,6 +277,66 @@ class Model:
         self._slot_scale = np.array(slots.scale)
         self.pending = [len(t.predecessors) for t in self.tasks]
         self.active_tasks = [t for info in self.sites if info.active for t in info.tasks]
+        self._flatten()
+
+    def _flatten(self) -> None:
+        """Plain per-task and per-site lists for the engine's hot paths (no attribute chains)."""
+        tasks = self.tasks
+        self.task_site = [t.site for t in tasks]
+        self.task_kind = [t.kind for t in tasks]
+        self.task_slot = [t.slot for t in tasks]
+        self.task_needs = [t.needs for t in tasks]
+        self.task_successors = [t.successors for t in tasks]
+        self.task_risks = [t.risks for t in tasks]
+        self.task_priority = [self.sites[t.site].priority for t in tasks]
+        # a plain task starts when ready and ends after its duration: no resources, no risks
+        self.task_plain = [t.kind == "task" and not t.needs and not t.risks for t in tasks]
+        self.site_names = [info.spec.name for info in self.sites]
+        self.site_owners = [info.spec.org for info in self.sites]
+        self.active_array = np.array(self.active_tasks, dtype=int)
+        # each active site's tasks, padded with len(tasks): a column past the end, for Run
+        active = [info for info in self.sites if info.active]
+        width = max((len(info.tasks) for info in active), default=0)
+        self.active_site_tasks = np.full((len(active), width), len(tasks), dtype=int)
+        for k, info in enumerate(active):
+            self.active_site_tasks[k, : len(info.tasks)] = info.tasks
+        self._orgs: dict[str, Org] = {}
+        self._generation_times: dict[int, list[tuple[float, str]]] = {}
+        self._generation_time: dict[tuple[str, int], float] = {}
+        self.starts_now = not any(lease.active for lease in self.leases) and all(
+            info.start == 0 for info in self.sites if info.active
+        )  # every site starts at time 0, and no agreement needs an event then
+        # slot values by distribution: gathered in one go, each distribution's slots a slice
+        order = [ids for _, ids in self._groups]
+        self._gather = np.concatenate(order) if order else np.zeros(0, dtype=int)
+        bounds = np.cumsum([0, *(len(ids) for ids in order)])
+        self._slices = [
+            (dist, slice(int(a), int(b)))
+            for (dist, _), a, b in zip(self._groups, bounds[:-1], bounds[1:], strict=True)
+        ]
+
+    def org(self, name: str) -> Org:
+        """The scenario's org ``name`` (:meth:`Scenario.org`), looked up once."""
+        org = self._orgs.get(name)
+        if org is None:
+            org = self._orgs[name] = self.scenario.org(name)
+        return org
+
+    def generation_time(self, name: str, tier: int) -> float:
+        """When an org of ``tier`` can get generation ``name``, looked up once."""
+        key = (name, tier)
+        when = self._generation_time.get(key)
+        if when is None:
+            when = self._generation_time[key] = self.scenario.generations[name].available_to(tier)
+        return when
+
+    def generation_times(self, tier: int) -> list[tuple[float, str]]:
+        """(when an org of ``tier`` can get it, name) of every generation, looked up once."""
+        times = self._generation_times.get(tier)
+        if times is None:
+            gens = self.scenario.generations.items()
+            times = self._generation_times[tier] = [(g.available_to(tier), n) for n, g in gens]
+        return times
 
     @property
     def site_tasks(self) -> list[range]:
@@ -338,8 +399,10 @@ class Model:
         """Slot values from slot uniforms (one row per replication, or a single row): each
         distribution's inverse CDF over its slots at once; raw-uniform slots keep the uniform."""
         values = np.array(uniforms, dtype=float)
-        for dist, ids in self._groups:
-            values[..., ids] = dist.ppf(values[..., ids])
+        grouped = values[..., self._gather]
+        for dist, part in self._slices:
+            grouped[..., part] = dist.ppf(grouped[..., part])
+        values[..., self._gather] = grouped
         return values * self._slot_scale
 
     def mean_durations(self) -> np.ndarray:

@@ -24,7 +24,7 @@ class Offtakes:
         return self.lease_supply[key]
 
     def _leasable(self, org: str) -> float:
-        return self.scenario.org(org).leasable if self.scenario.orgs else 0.0
+        return self.model.org(org).leasable if self.scenario.orgs else 0.0
 
     def _offer(self, org: str, gen: str, gpus: int) -> None:
         """``org``'s new GPUs: its leasable share becomes available to offtake agreements."""

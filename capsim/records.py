@@ -3,7 +3,10 @@ the :class:`Run` that holds them. Small immutable rows that become DataFrames in
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
+from operator import itemgetter
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -48,7 +51,11 @@ class Blockage(NamedTuple):
 
 @dataclass(frozen=True)
 class Run:
-    """The outcome of one replication: stage times as arrays, the world's events, what was stuck."""
+    """The outcome of one replication: stage times as arrays, the world's events, what was stuck.
+
+    ``log`` holds the world's events as plain tuples in :class:`WorldEvent`'s field order (cheap
+    to make while simulating, and to read by position); :attr:`world` makes them WorldEvents on
+    first use."""
 
     model: Model
     values: np.ndarray
@@ -56,10 +63,25 @@ class Run:
     ready: np.ndarray
     start: np.ndarray
     finish: np.ndarray
-    world: list[WorldEvent]
+    log: list[tuple]  # WorldEvent fields, in time order
     blockages: list[Blockage]
     owners: list[str]  # each site's owner at the horizon
     energy_factor: dict[str, float]
+
+    @cached_property
+    def world(self) -> list[WorldEvent]:
+        """The world's events, in time order."""
+        return [WorldEvent._make(event) for event in self.log]
+
+    def site_online(self) -> np.ndarray:
+        """When each active site (in site order) came online: its last stage's finish, NaN if
+        any of its stages did not finish."""
+        padded = np.append(self.finish, -np.inf)  # the padding column of active_site_tasks
+        return padded[self.model.active_site_tasks].max(axis=1, initial=-np.inf)
+
+    def kind_counts(self) -> Counter[str]:
+        """How many world events there are of each kind."""
+        return Counter(map(itemgetter(1), self.log))
 
     @property
     def finished(self) -> bool:

@@ -12,7 +12,6 @@ import traceback
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import pandas as pd
 
 from capsim import fastpath
@@ -20,9 +19,9 @@ from capsim.capacity import milestone_times
 from capsim.costs import cost_summary
 from capsim.model import Model, replication_rng
 from capsim.profiles import PROFILE_REPS, Profiles
-from capsim.records import Run, StageRecord, WorldEvent
-from capsim.results import critical_chains
+from capsim.records import StageRecord, WorldEvent
 from capsim.schema import Scenario
+from capsim.tally import StageTally
 
 NOTABLE_COUNTS = ("paused", "cancelled", "transferred", "lease_late", "lease_terminated")
 #: The headline costs among them.
@@ -30,51 +29,6 @@ HEADLINE_COSTS = ("capex", "opex", "npv_cost", "usd_per_gpu_hour")
 #: The perspective org's costs in each row (USD; the last is USD per GPU-hour).
 COST_COLUMNS = ("capex", "opex", "npv_cost", "capex_facility", "capex_power", "capex_gpus",
                 "energy", "lease", "usd_per_gpu_hour")  # fmt: skip
-
-
-class StageTally:
-    """Per-stage sums over replications, merged by addition (so memory does not grow with the
-    number of replications): waits and durations, and how often each stage lay on the chain of
-    stages that decided when its site came online (``critical_site``) and when the last site came
-    online (``critical_last``)."""
-
-    FIELDS = ("n", "wait", "wait_sq", "duration", "duration_sq", "critical_site", "critical_last")
-
-    def __init__(self, model: Model) -> None:
-        self.model = model
-        self.tasks = np.array(model.active_tasks, dtype=int)
-        self.sums = np.zeros((len(self.FIELDS), len(self.tasks)))
-        self.replications = 0
-
-    def add(self, run: Run) -> None:
-        ready, start, finish = run.ready[self.tasks], run.start[self.tasks], run.finish[self.tasks]
-        done = ~np.isnan(finish)
-        wait = np.where(done, start - ready, 0.0)
-        duration = np.where(done, finish - start, 0.0)
-        on_site, on_last = critical_chains(run)
-        position = {t: k for k, t in enumerate(self.tasks)}
-        critical_site = np.zeros(len(self.tasks))
-        critical_last = np.zeros(len(self.tasks))
-        critical_site[[position[t] for t in on_site]] = 1
-        critical_last[[position[t] for t in on_last]] = 1
-        rows = (
-            done,
-            wait,
-            wait * wait,
-            duration,
-            duration * duration,
-            critical_site,
-            critical_last,
-        )
-        self.sums += np.vstack(rows)
-        self.replications += 1
-
-    def frame(self) -> pd.DataFrame:
-        """The sums as a table, one row per active site x stage."""
-        table = pd.DataFrame(self.sums.T, columns=list(self.FIELDS))
-        table.insert(0, "task", self.tasks)
-        table.insert(1, "replications", self.replications)
-        return table
 
 
 def replication_row(
@@ -100,13 +54,9 @@ def replication_row(
         row["finished"] = run.finished
         for milestone, t in milestone_times(run).items():
             row[milestone.column] = t
-        online = []
-        for info in model.sites:
-            if info.active:
-                finish = run.finish[list(info.tasks)]
-                t = float(finish.max()) if not np.isnan(finish).any() else math.nan
-                online.append(t)
-                row[f"online:{info.spec.name}"] = t
+        online = run.site_online().tolist()
+        for info, t in zip((i for i in model.sites if i.active), online, strict=True):
+            row[f"online:{info.spec.name}"] = t
         row["t_all_online"] = (
             max(online) if online and not any(map(math.isnan, online)) else math.nan
         )
@@ -115,9 +65,9 @@ def replication_row(
             costs = cost_summary(run, lab)
             for key in COST_COLUMNS:
                 row[key] = costs[key]
-        kinds = [e.kind for e in run.world]
+        counts = run.kind_counts()
         for kind in NOTABLE_COUNTS:
-            row[f"n_{kind}"] = kinds.count(kind)
+            row[f"n_{kind}"] = counts[kind]
         if tally is not None:
             tally.add(run)
         if profiles is not None and replication < PROFILE_REPS:

@@ -5,9 +5,12 @@ A :class:`Supply` is consumed: what is granted never comes back, and it grows on
 :class:`ResourcePool` is a supply whose grants are returned by :meth:`ResourcePool.release` (a
 permitting office's review slots, construction crews).
 
-Waiting requests sit in a heap keyed by (priority, arrival), so a request costs O(log n) and nothing
-re-sorts or scans the queue. The head of the queue is served strictly first: a large request at the
-head is not overtaken by smaller ones behind it, so it cannot starve.
+Waiting requests are served by priority, then by arrival: each priority has its own first-in
+first-out line (a deque), and a heap holds the priorities that have one. A request costs O(1) when
+its priority already waits (the usual case: most requests share a few priorities) and O(log p)
+for a new one among p; nothing re-sorts or scans the queue. The head of the queue is served
+strictly first: a large request at the head is not overtaken by smaller ones behind it, so it
+cannot starve.
 
 >>> granted = []
 >>> pool = ResourcePool("crews", capacity=2)
@@ -28,8 +31,8 @@ head is not overtaken by smaller ones behind it, so it cannot starve.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, Hashable
-from itertools import count
 from typing import Any, NamedTuple
 
 _EPS = 1e-9
@@ -50,8 +53,8 @@ class Supply:
         self.name = name
         self.available = available
         self.granted = 0.0
-        self._queue: list[tuple[Any, int, Hashable, float, Callable[[Any], None]]] = []
-        self._arrival = count()
+        self._levels: list[Any] = []  # heap of the priorities that have a line
+        self._lines: dict[Any, deque[tuple[Hashable, float, Callable[[Any], None]]]] = {}
         self._withdrawn: set[Hashable] = set()
 
     def request(
@@ -61,45 +64,69 @@ class Supply:
 
         ``priority`` is any comparable value; lower is served first, ties by arrival.
         """
-        heapq.heappush(self._queue, (priority, next(self._arrival), key, amount, on_grant))
+        if not self._levels and amount <= self.available + _EPS:  # nobody waits and it fits
+            self._grant(key, amount)
+            on_grant(key)
+            return
+        line = self._lines.get(priority)
+        if line is None:
+            line = self._lines[priority] = deque()
+            heapq.heappush(self._levels, priority)
+        line.append((key, amount, on_grant))
         self._dispatch()
 
     def withdraw(self, key: Hashable) -> None:
         """Take ``key``'s waiting request out of the queue (no effect if it is not waiting)."""
-        if any(entry[2] == key for entry in self._queue):
+        if any(entry[0] == key for line in self._lines.values() for entry in line):
             self._withdrawn.add(key)
             self._dispatch()
 
     def add(self, amount: float) -> None:
         """Add ``amount`` units to the stock and serve whoever now fits."""
         self.available += amount
-        self._dispatch()
+        if self._levels:
+            self._dispatch()
 
     def _grant(self, key: Hashable, amount: float) -> None:
         self.available -= amount
         self.granted += amount
 
     def _dispatch(self) -> None:
-        queue = self._queue
-        while queue:
-            if queue[0][2] in self._withdrawn:  # lazy removal: withdrawn requests leave at the head
-                self._withdrawn.discard(heapq.heappop(queue)[2])
-            elif queue[0][3] <= self.available + _EPS:
-                _, _, key, amount, on_grant = heapq.heappop(queue)
-                self._grant(key, amount)
-                on_grant(key)
+        levels, lines, withdrawn = self._levels, self._lines, self._withdrawn
+        while levels:
+            priority = levels[0]
+            line = lines[priority]
+            key, amount, on_grant = line[0]
+            if key in withdrawn:  # lazy removal: withdrawn requests leave at the head
+                withdrawn.discard(key)
+                served = False
+            elif amount <= self.available + _EPS:
+                served = True
             else:
                 break
+            line.popleft()
+            if not line:
+                del lines[priority]
+                heapq.heappop(levels)
+            if served:
+                self._grant(key, amount)
+                on_grant(key)
 
-    def _live(self) -> list[tuple[Any, int, Hashable, float, Callable[[Any], None]]]:
-        return [entry for entry in self._queue if entry[2] not in self._withdrawn]
+    def _live(self) -> list[tuple[Hashable, float, Callable[[Any], None]]]:
+        """The waiting requests in the order they will be served."""
+        return [
+            entry
+            for priority in sorted(self._lines)
+            for entry in self._lines[priority]
+            if entry[0] not in self._withdrawn
+        ]
 
     def waiting(self, key: Hashable) -> Waiting | None:
         """Where ``key`` stands in the queue, or None if it is not waiting here."""
-        ordered = sorted(self._live(), key=lambda entry: entry[:2])
+        ordered = self._live()
         for position, entry in enumerate(ordered, start=1):
-            if entry[2] == key:
-                ahead = sum(e[3] for e in ordered[: position - 1])
+            if entry[0] == key:
+                ahead = sum(e[1] for e in ordered[: position - 1])
                 return Waiting(position, ahead, self.available)
         return None
 
@@ -113,9 +140,12 @@ class ResourcePool(Supply):
         self.holders: dict[Hashable, float] = {}
 
     def _grant(self, key: Hashable, amount: float) -> None:
-        super()._grant(key, amount)
+        self.available -= amount
+        self.granted += amount
         self.holders[key] = amount
 
     def release(self, key: Hashable) -> None:
         """Give back everything ``key`` holds and serve whoever is next."""
-        self.add(self.holders.pop(key))
+        self.available += self.holders.pop(key)
+        if self._levels:
+            self._dispatch()

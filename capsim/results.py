@@ -17,6 +17,7 @@ import pandas as pd
 
 from capsim.engine import Run, WorldEvent
 from capsim.schema import Scenario
+from capsim.tally import TallyLayout, critical_chains_batch
 from capsim.units import DAYS_PER
 
 
@@ -74,7 +75,8 @@ def stage_table(run: Run) -> pd.DataFrame:
 
 def critical_chains(run: Run) -> tuple[set[int], set[int]]:
     """The stages that decided when each site came online (walking back from its last stage
-    through the predecessor that finished last), and the chain of the last site to come online.
+    through the predecessor that finished last), and the chain of the last site to come online:
+    :func:`capsim.tally.critical_chains_batch` for one run.
 
     >>> from capsim.loader import load_scenario, shipped_scenario
     >>> from capsim.model import Model
@@ -83,26 +85,11 @@ def critical_chains(run: Run) -> tuple[set[int], set[int]]:
     >>> sorted(model.tasks[t].stage for t in last)
     ['commissioning', 'construction', 'permit_amendment']
     """
-    model = run.model
-    chains: dict[int, set[int]] = {}
-    online: dict[int, float] = {}
-    for info in model.sites:
-        finish = run.finish[list(info.tasks)]
-        if not info.active or np.isnan(finish).any():
-            continue
-        task = info.tasks[int(np.argmax(finish))]
-        chain = {task}
-        while model.tasks[task].predecessors:
-            before = max(model.tasks[task].predecessors, key=lambda p: run.finish[p])
-            if run.finish[before] < run.ready[task] - 1e-9:
-                break  # it became ready at the site's start, not when a predecessor finished
-            task = before
-            chain.add(task)
-        chains[info.index] = chain
-        online[info.index] = float(finish.max())
-    on_site = set().union(*chains.values()) if chains else set()
-    last = chains[max(online, key=online.get)] if online else set()
-    return on_site, last
+    layout = TallyLayout(run.model)
+    on_site, on_last = critical_chains_batch(
+        layout, run.ready[None, layout.tasks], run.finish[None, layout.tasks]
+    )
+    return set(layout.tasks[on_site[0]].tolist()), set(layout.tasks[on_last[0]].tolist())
 
 
 def site_table(
@@ -162,6 +149,6 @@ def events_table(run: Run) -> pd.DataFrame:
     ['capex', 'mw_built', 'mw_online', 'site_complete']
     """
     columns = list(WorldEvent._fields)
-    df = pd.DataFrame(run.world, columns=columns)
+    df = pd.DataFrame(run.log, columns=columns)
     df.insert(0, "date", to_dates(run, df["time"]))
     return df

@@ -514,3 +514,53 @@ def test_dates_round_trip_in_coarse_time_units() -> None:
             model = Model(scenario)
             table = site_table(model.run(model.mean_durations()))
             assert table["start_date"].iloc[0].date() == date, (unit, date)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["request", "release", "withdraw"]),
+            st.integers(0, 3),  # priority
+            st.integers(1, 3),  # amount
+        ),
+        max_size=60,
+    )
+)
+def test_pool_serves_by_priority_then_arrival(ops: list[tuple[str, int, int]]) -> None:
+    """The pool's per-priority lines grant exactly what a plain sorted queue would: the head by
+    (priority, arrival) first, strictly, withdrawn requests skipped."""
+    from capsim.resources import ResourcePool
+
+    pool, granted = ResourcePool("p", capacity=4), []
+    free, waiting, held, expected = 4.0, [], {}, []  # the reference: a sorted list
+
+    def serve() -> None:
+        nonlocal free
+        while waiting and waiting[0][2] <= free:
+            _, _, amount, key = waiting.pop(0)
+            free -= amount
+            held[key] = amount
+            expected.append(key)
+
+    for n, (op, priority, amount) in enumerate(ops):
+        if op == "request":
+            pool.request(n, amount, priority, granted.append)
+            waiting.append((priority, n, amount, n))
+            waiting.sort()
+            serve()
+        elif op == "release" and held:
+            key = min(held)
+            pool.release(key)
+            free += held.pop(key)
+            serve()
+        elif op == "withdraw" and waiting:
+            key = waiting[len(waiting) // 2][3]
+            pool.withdraw(key)
+            waiting[:] = [w for w in waiting if w[3] != key]
+            serve()
+        assert granted == expected
+        assert pool.available == pytest.approx(free)
+        for position, (_, _, _, key) in enumerate(waiting, start=1):
+            place = pool.waiting(key)
+            assert place is not None and place.position == position

@@ -1,0 +1,184 @@
+"""Per-stage sums over replications: waits, durations and criticality, reduced in batches.
+
+:class:`StageTally` keeps each replication's ready, start and finish times of the active stages
+and reduces them a batch at a time with :func:`stage_sums`: a few numpy operations over the whole
+batch instead of a walk in Python per replication. The critical chains (the stages that decided
+when each site came online) are found by following each stage's *binding* predecessor (the one
+that finished last, if the stage became ready when it finished) back from the site's last stage,
+one stage position at a time over all sites and replications at once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from capsim.model import Model
+    from capsim.records import Run
+
+FIELDS = ("n", "wait", "wait_sq", "duration", "duration_sq", "critical_site", "critical_last")
+_BATCH_VALUES = 1 << 18  # times kept before a batch is reduced (2 MB)
+
+
+class TallyLayout:
+    """The active stages of a model as index tables for :func:`stage_sums` (built once)."""
+
+    def __init__(self, model: Model) -> None:
+        self.tasks = np.array(model.active_tasks, dtype=int)
+        local = {t: k for k, t in enumerate(model.active_tasks)}
+        sites = [info for info in model.sites if info.active]
+        width = max((len(info.tasks) for info in sites), default=0)
+        n = len(self.tasks)
+        # each site's stages by position, padded with ``n`` (a column that is always -inf)
+        self.site_tasks = np.full((len(sites), width), n, dtype=int)
+        self.site_of = np.zeros(n, dtype=int)
+        for s, info in enumerate(sites):
+            ids = [local[t] for t in info.tasks]
+            self.site_tasks[s, : len(ids)] = ids
+            self.site_of[ids] = s
+        self.padded = self.site_tasks == n
+        preds = [[local[p] for p in model.tasks[t].predecessors] for t in model.active_tasks]
+        fan_in = max((len(p) for p in preds), default=0)
+        self.preds = np.full((n, max(fan_in, 1)), n, dtype=int)
+        for k, p in enumerate(preds):
+            self.preds[k, : len(p)] = p
+        self.has_preds = np.array([bool(p) for p in preds], dtype=bool)
+        # stage positions from the last to the first: a stage's successors in its site come later
+        self.by_position = [
+            self.site_tasks[:, k][~self.padded[:, k]] for k in reversed(range(width))
+        ]
+
+
+def stage_sums(
+    layout: TallyLayout,
+    ready: np.ndarray,
+    start: np.ndarray,
+    finish: np.ndarray,
+    initial: np.ndarray | None = None,
+) -> np.ndarray:
+    """``initial`` (default zeros) plus the :data:`FIELDS` sums (rows) by active stage (columns)
+    over a batch of replications: ``ready``, ``start`` and ``finish`` are (replications x active
+    stages) arrays. Replications are added one after the other, in order, so the sums do not
+    depend on how replications are batched."""
+    done = ~np.isnan(finish)
+    wait = np.where(done, start - ready, 0.0)
+    duration = np.where(done, finish - start, 0.0)
+    on_site, on_last = critical_chains_batch(layout, ready, finish)
+    rows = (done, wait, wait * wait, duration, duration * duration, on_site, on_last)
+    total = np.zeros((len(FIELDS), finish.shape[1])) if initial is None else initial.copy()
+    for one in np.stack(rows, axis=1, dtype=float):  # one replication's rows at a time
+        total += one
+    return total
+
+
+def critical_chains_batch(
+    layout: TallyLayout, ready: np.ndarray, finish: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean (replications x active stages) arrays: whether a stage lies on the chain that
+    decided when its site came online, and on the chain of the last site to come online (the
+    first such site in site order on a tie). A site that did not finish has no chain."""
+    reps, n = finish.shape
+    on = np.zeros((reps, n + 1), dtype=bool)
+    if n == 0 or reps == 0:
+        return on[:, :n], on[:, :n]
+    padded = np.concatenate([finish, np.full((reps, 1), -np.inf)], axis=1)
+    by_site = padded[:, layout.site_tasks]  # replications x sites x positions
+    complete = ~np.isnan(by_site).any(axis=2)
+    end = np.argmax(np.where(np.isnan(by_site), -np.inf, by_site), axis=2)  # first latest
+    rows = np.arange(reps)[:, None]
+    last_task = layout.site_tasks[np.arange(len(layout.site_tasks))[None, :], end]
+    on[rows, np.where(complete, last_task, n)] = True
+    # each stage's binding predecessor: the first of those that finished last
+    before = padded[:, layout.preds]  # replications x stages x fan-in
+    binding = layout.preds[np.arange(n)[None, :], np.argmax(before, axis=2)]
+    binds = layout.has_preds[None, :] & ~(padded[rows, binding] < ready - 1e-9)
+    binding = np.where(binds, binding, n)
+    for tasks in layout.by_position:  # successors before their predecessors
+        on[rows, binding[:, tasks]] |= on[:, tasks]
+    on[:, n] = False
+    online = np.where(complete, by_site.max(axis=2), -np.inf)
+    last_site = np.argmax(online, axis=1)
+    any_complete = complete.any(axis=1)
+    on_site = on[:, :n]
+    on_last = on_site & (layout.site_of[None, :] == last_site[:, None]) & any_complete[:, None]
+    return on_site, on_last
+
+
+class StageTally:
+    """Per-stage sums over replications, merged by addition (so memory does not grow with the
+    number of replications): waits and durations, and how often each stage lay on the chain of
+    stages that decided when its site came online (``critical_site``) and when the last site came
+    online (``critical_last``). Replications are kept and reduced in batches; ``sums`` reduces
+    what is pending."""
+
+    FIELDS = FIELDS
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self._layout = TallyLayout(model)
+        self.tasks = self._layout.tasks
+        # every stage active (the usual case): a run's arrays are taken whole, without indexing
+        self._whole = len(self.tasks) == len(model.tasks)
+        self._sums = np.zeros((len(FIELDS), len(self.tasks)))
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._batch = max(1, _BATCH_VALUES // max(3 * len(self.tasks), 1))
+        self.replications = 0
+
+    @property
+    def sums(self) -> np.ndarray:
+        """The sums so far: one row per field, one column per active stage."""
+        self._reduce()
+        return self._sums
+
+    @sums.setter
+    def sums(self, value: np.ndarray) -> None:
+        self._pending.clear()
+        self._sums = value
+
+    def add(self, run: Run) -> None:
+        """Count one replication."""
+        if self._whole:
+            self._pending.append((run.ready, run.start, run.finish))
+        else:
+            tasks = self.tasks
+            self._pending.append((run.ready[tasks], run.start[tasks], run.finish[tasks]))
+        self.replications += 1
+        if len(self._pending) >= self._batch:
+            self._reduce()
+
+    def _reduce(self) -> None:
+        if not self._pending:
+            return
+        ready, start, finish = (np.stack(x) for x in zip(*self._pending, strict=True))
+        self._pending.clear()
+        self._sums = stage_sums(self._layout, ready, start, finish, self._sums)
+
+    def frame(self) -> pd.DataFrame:
+        """The sums as a table, one row per active site x stage."""
+        table = pd.DataFrame(self.sums.T, columns=list(FIELDS))
+        table.insert(0, "task", self.tasks)
+        table.insert(1, "replications", self.replications)
+        return table
+
+
+def critical_chains(run: Run) -> tuple[set[int], set[int]]:
+    """The stages (task indices) that decided when each site came online (walking back from its
+    last stage through the predecessor that finished last), and the chain of the last site to
+    come online.
+
+    >>> from capsim.loader import load_scenario, shipped_scenario
+    >>> from capsim.model import Model
+    >>> model = Model(load_scenario(shipped_scenario("greenfield-campus")))
+    >>> sites, last = critical_chains(model.run(model.mean_durations()))
+    >>> sorted(model.tasks[t].stage for t in last)
+    ['commissioning', 'construction', 'permit_amendment']
+    """
+    layout = TallyLayout(run.model)
+    tasks = layout.tasks
+    on_site, on_last = critical_chains_batch(
+        layout, run.ready[tasks][None], run.finish[tasks][None]
+    )
+    return set(tasks[on_site[0]].tolist()), set(tasks[on_last[0]].tolist())
