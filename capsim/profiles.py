@@ -67,11 +67,8 @@ class Profiles:
         self._times.append(np.stack([run.ready[self.tasks], run.start[self.tasks],
                                      run.finish[self.tasks]], axis=1))  # fmt: skip
         self._capacity.append(capacity_on_grid(run, self.grid))
-        self._world.extend(
-            (replication, e.time, e.kind, e.subject, e.org, e.amount)
-            for e in run.world
-            if e.kind in PROFILE_KINDS
-        )
+        # the log's plain tuples, in WorldEvent field order: time, kind, subject, org, amount, ...
+        self._world.extend((replication, *e[:5]) for e in run.log if e[1] in PROFILE_KINDS)
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """The profiles as three long tables: ``stage_times``, ``capacity`` and ``world``."""
