@@ -221,7 +221,7 @@ class Report:
             + _note(
                 "One replication as it happened: hatched grey is time spent waiting for a "
                 "resource (permit office, grid study, HBM, budget); outlined bars decided "
-                "when their site came online; diamonds mark a site online; red marks "
+                "when their site came online; black diamonds mark a site online; yellow marks "
                 "pauses, delays, refusals, cancellations and transfers; dotted lines are GPU "
                 "generations reaching each customer tier. Hover for dates."
             )
