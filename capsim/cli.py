@@ -20,7 +20,6 @@ from capsim.outputs import (
     WORKBOOK,
     TableFormat,
     check_out,
-    csv_writer,
     sheet_names,
     table_writers,
     write_outputs,
@@ -362,7 +361,10 @@ def order(
         str, typer.Option(help="Time between starts of consecutive sites, e.g. '3 months'.")
     ] = "0",
     top: Annotated[int, typer.Option(min=1, help="How many orderings to show.")] = 5,
-    out: Annotated[Path, typer.Option(help="Folder for orderings.csv.")] = Path("capsim-order"),
+    out: Annotated[Path, typer.Option(help="Folder for the orderings table.")] = Path(
+        "capsim-order"
+    ),
+    fmt: FormatOption = TableFormat.csv,
 ) -> None:
     """Search rollout orderings of an org's sites (which starts first, which gets HBM and scarce
     resources first) with common random numbers: every permutation up to 8 sites, greedy plus
@@ -375,6 +377,7 @@ def order(
 
     scenario = _load(file)
     seed = scenario.seed if seed is None else seed
+    check_out(out)  # before any work
     try:
         spacing = to_time_unit(gap, scenario.time_unit)
     except ValueError as exc:
@@ -392,7 +395,8 @@ def order(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     table = result.table
-    write_outputs(out, {"orderings.csv": csv_writer(table)})
+    writers = table_writers({"orderings": table}, fmt)
+    write_outputs(out, writers)
     unit = result.objective.unit
     console.print(
         f"[bold]{scenario.name}[/bold]: {len(table)} orderings tried ({result.method}), "
@@ -401,7 +405,7 @@ def order(
     )
     console.print(f"The scenario as written scores {cell(result.baseline.value)}")
     print_frame(table.head(top).set_index("order"), "Best orderings")
-    console.print(f"Wrote orderings.csv to [bold]{out}[/bold]")
+    _wrote(writers, ["orderings"], fmt, out)
 
 
 def _wrote(files: Iterable[str], tables: Iterable[str], fmt: TableFormat, out: Path) -> None:
