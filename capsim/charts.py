@@ -166,6 +166,8 @@ def gantt_chart(
             "yaxis.tickvals": list(rows["row"]),
             "yaxis.ticktext": list(rows["label"]),
             "yaxis.range": [len(rows) - 0.5, -0.5],
+            # a tall chart shows its dates at the top, where the reader starts
+            "xaxis.side": "top" if len(rows) > 30 else "bottom",
             "height": max(420, 22 * len(rows) + 220),
             "shapes": [
                 {

@@ -349,6 +349,8 @@ def _figure(
     bottom.xaxis.set_minor_locator(mdates.MonthLocator(bymonth=[4, 7, 10]))
     bottom.xaxis.set_major_formatter(mdates.DateFormatter("%Y"))
     bottom.set_xlabel("Calendar date")
+    if sum(counts) > 30:  # a tall chart shows its dates at the top too
+        axes[0, 0].tick_params(axis="x", labeltop=True)
     fig.suptitle(title)
     axes[0, 0].legend(
         handles=_legend(colors, layout, probabilistic, lines),
