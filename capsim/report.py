@@ -76,6 +76,7 @@ class Report:
     def _sections(self) -> list[Callable[[], str]]:
         return [
             self._header,
+            self._findings,
             self._comparison,
             self._capacity,
             self._milestones,
@@ -99,6 +100,7 @@ class Report:
         links = " ".join(
             f"<a href='#{key}'>{label}</a>"
             for key, label in (
+                ("findings", "Findings"),
                 ("comparison", "Comparison"),
                 ("capacity", "Capacity"),
                 ("milestones", "Milestones"),
@@ -121,6 +123,56 @@ class Report:
             f"{end:%Y-%m-%d} · capsim {__version__} · generated "
             f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC</p><nav>{links}</nav>"
         )
+
+    def _findings(self) -> str:
+        """A few sentences a reader takes away: when each capacity milestone comes (P50, and how
+        often it is reached) per strategy, the cheapest strategy, the stage that most often
+        decides the last site, the most frequent disruption."""
+        items = []
+        for milestone in self.scenario.milestones:
+            parts = []
+            for name, result in self._named():
+                row = result.milestones.loc[milestone.label]
+                if row["reached"] == 0:
+                    parts.append(f"{html.escape(name)} never")
+                else:
+                    parts.append(f"{html.escape(name)} {row['P50']:%b %Y} "
+                                 f"({row['reached']:.0%} reach it)")  # fmt: skip
+            items.append(f"<b>{html.escape(milestone.label)}</b> (P50): " + "; ".join(parts))
+        if self.scenario.lab is not None:
+            ok = {n: r.replications[~r.replications["failed"]] for n, r in self._named()}
+            per_hour = {n: rows["usd_per_gpu_hour"].mean() for n, rows in ok.items()}
+            npv = {n: rows["npv_cost"].mean() / 1e9 for n, rows in ok.items()}
+            ranked = sorted(per_hour, key=lambda n: (np.isnan(per_hour[n]), per_hour[n]))
+            items.append(
+                "<b>Cost per GPU-hour</b> (mean, to the horizon; NPV of all costs in brackets): "
+                + "; ".join(f"{html.escape(n)} USD {per_hour[n]:.2f} ({npv[n]:,.1f} bn)"
+                            for n in ranked)
+            )  # fmt: skip
+        for name, result in self._named():
+            stages = result.stages
+            owner = {site.name: site.org for site in self.scenario.sites}
+            own = stages[stages["site"].map(owner) == self.scenario.lab]
+            stages = own if len(own) else stages
+            # the stage that holds its site up most: critical often, and long
+            weight = stages["criticality (site online)"] * stages["mean duration"].fillna(0)
+            top = stages.loc[weight.idxmax()] if len(stages) and weight.max() > 0 else None
+            events = result.event_shares if result.profiles else pd.DataFrame()
+            text = f"<b>{html.escape(name)}</b>: "
+            if top is not None:
+                text += (f"{html.escape(top['stage'].replace('_', ' '))} at "
+                         f"{html.escape(top['site'])} holds its site up most (on the chain that "
+                         f"decides its online date in {top['criticality (site online)']:.0%} of "
+                         f"replications, mean {top['mean duration']:,.0f} "
+                         f"{self.scenario.time_unit})")  # fmt: skip
+            if len(events):
+                first = events.iloc[0]
+                text += (f"; most frequent disruption: {html.escape(first['subject'])} "
+                         f"{first['kind'].replace('_', ' ')} ({first['share']:.0%})")  # fmt: skip
+            items.append(text)
+        return "<h2 id='findings'>Key findings</h2><ul>" + "".join(
+            f"<li>{item}</li>" for item in items
+        ) + "</ul>"  # fmt: skip
 
     def _comparison(self) -> str:
         out = ["<h2 id='comparison'>Strategies side by side</h2>"]

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "capsim" / "scenarios"
 STARGATE = str(SCENARIOS / "stargate-pivot.yaml")
 SECTIONS = (
-    "comparison", "capacity", "milestones", "gantt", "critical", "sensitivity", "costs", "hbm",
+    "findings", "comparison", "capacity", "milestones", "gantt", "critical", "sensitivity", "costs", "hbm",
     "events", "inputs", "reproduce",
 )  # fmt: skip
 REMOTE_SCRIPT = re.compile(r"<script[^>]*\ssrc\s*=\s*['\"]?https?:", re.I)
@@ -139,6 +139,12 @@ def test_report_content_of_the_stargate_pivot() -> None:
     for name in scenario.strategies:
         assert re.search(rf"<h3>Milestones: {name}</h3>", page), name
     assert REMOTE_SCRIPT.search(page) is None
+    findings = re.search(r"<h2 id='findings'>.*?</ul>", page, re.S).group(0)
+    for milestone in scenario.milestones:  # the P50 of every milestone for every strategy
+        assert f"<b>{milestone.label}</b> (P50): " in findings
+    for name in scenario.strategies:
+        assert f"<b>{name}</b>: " in findings, name
+    assert "Cost per GPU-hour" in findings
 
 
 @pytest.mark.parametrize("name", ["greenfield-campus", "portfolio"])
