@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "capsim" / "scenarios"
 STARGATE = str(SCENARIOS / "stargate-pivot.yaml")
 SECTIONS = (
-    "findings", "comparison", "capacity", "milestones", "gantt", "critical", "sensitivity", "costs", "hbm",
-    "events", "inputs", "reproduce",
+    "findings", "comparison", "capacity", "milestones", "gantt", "critical", "sensitivity",
+    "costs", "hbm", "events", "inputs", "reproduce",
 )  # fmt: skip
 REMOTE_SCRIPT = re.compile(r"<script[^>]*\ssrc\s*=\s*['\"]?https?:", re.I)
 
