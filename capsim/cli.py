@@ -68,7 +68,7 @@ def _load(path: Path | None) -> Scenario:
     return load_scenario(path if path is not None else default_scenario_path())
 
 
-@app.command()
+@app.command(short_help="Simulate a scenario once per strategy: tables and a Gantt chart.")
 def run(
     file: ScenarioFile = None,
     seed: SeedOption = None,
@@ -131,7 +131,9 @@ def run(
     _wrote(writers, tables, fmt, out)
 
 
-@app.command()
+@app.command(
+    short_help="Monte Carlo: milestone dates (P10/P50/P90), costs, critical stages, sensitivity."
+)
 def mc(
     file: ScenarioFile = None,
     reps: Annotated[int, typer.Option(min=1, help="Number of replications.")] = 1000,
@@ -267,7 +269,9 @@ def mc(
     _wrote(writers, tables, fmt, out)
 
 
-@app.command()
+@app.command(
+    short_help="Compare strategies on common random numbers: paired differences, win rates."
+)
 def compare(
     file: ScenarioFile = None,
     strategies: Annotated[
@@ -343,7 +347,7 @@ def compare(
     _wrote(writers, tables, fmt, out)
 
 
-@app.command()
+@app.command(short_help="Search the rollout order of an org's sites for an objective.")
 def order(
     file: ScenarioFile = None,
     strategy: Annotated[
@@ -458,7 +462,7 @@ def _parse_fraction(text: str) -> float:
     return value
 
 
-@app.command()
+@app.command(short_help="One self-contained HTML report: comparison, charts, Gantt, costs, events.")
 def report(
     file: ScenarioFile = None,
     reps: Annotated[int, typer.Option(min=1, help="Replications per strategy.")] = 500,
@@ -509,7 +513,9 @@ def report(
     )
 
 
-@app.command()
+@app.command(
+    short_help="A Gantt chart of one run, or P10-P90 bands over replications (.html/.png/.svg)."
+)
 def gantt(
     file: ScenarioFile = None,
     out: Annotated[
@@ -595,7 +601,7 @@ def _progress(bar):
     return report
 
 
-@app.command()
+@app.command(short_help="Check a scenario and show each pipeline's critical path.")
 def validate(
     file: Annotated[Path, typer.Argument(help="Scenario YAML file.", show_default=False)],
 ) -> None:
@@ -642,7 +648,7 @@ def validate(
     )
 
 
-@app.command()
+@app.command(short_help="Print the JSON Schema of scenario files.")
 def schema() -> None:
     """Print the JSON Schema of scenario files, for editors that check and complete YAML.
 
