@@ -290,13 +290,14 @@ def monte_carlo(
             executor.close()
     if until_stable is not None and (stop := _stop_at(done, plan, checkpoint, until_stable, seen)):
         plan = [(s, e) for s, e in plan if e <= stop]  # also when resumed with every chunk done
-    frames = [done[s] for s, _ in plan if s in done]
-    replications = pd.concat(frames, ignore_index=True).sort_values("replication", kind="stable")
+    # chunks hold consecutive replications and the plan is in order: concatenated in plan order
+    # they are sorted; popping them keeps one copy of the rows at a time
+    replications = pd.concat([done.pop(s) for s, _ in plan if s in done], ignore_index=True)
     stages = sum(tallies[s].set_index("task") for s, _ in plan if s in tallies)
-    sampled = [profiles[s] for s, _ in plan if profiles.get(s)]
+    sampled = [profiles.pop(s) for s, _ in plan if profiles.get(s)]
     return MonteCarloResult(
-        scenario, strategy, seed, replications.reset_index(drop=True), stages, by or [],
-        {k: pd.concat([p[k] for p in sampled], ignore_index=True) for k in sampled[0]}
+        scenario, strategy, seed, replications, stages, by or [],
+        {k: pd.concat([p.pop(k) for p in sampled], ignore_index=True) for k in list(sampled[0])}
         if sampled else {},
     )  # fmt: skip
 
