@@ -49,7 +49,7 @@ class Comparison:
                 columns.setdefault(f"{milestone} reached", {})[name] = stats.loc[
                     milestone, "reached"
                 ]
-            ok = result.replications[~result.replications["failed"]]
+            ok = result.succeeded
             for cost in HEADLINE_COSTS:
                 if cost in ok:
                     label = _measure_label(cost, self._scenario).replace("(USD)", "(USD bn)")

@@ -85,7 +85,7 @@ class MonteCarloResult:
         from scipy import stats
 
         model = Model(self.scenario, self.strategy)
-        ok = self.replications[~self.replications["failed"]].head(max_reps)
+        ok = self.succeeded.head(max_reps)
         keep = [
             k for k, inp in enumerate(model.inputs)
             if inp.used and (inp.site is None or model.sites[inp.site].active)
@@ -157,11 +157,17 @@ class MonteCarloResult:
         return self.replications[self.replications["failed"]]
 
     @property
+    def succeeded(self) -> pd.DataFrame:
+        """Replications that did not raise (the table itself, not a copy, when none did)."""
+        rows = self.replications
+        return rows[~rows["failed"]] if rows["failed"].any() else rows
+
+    @property
     def milestones(self) -> pd.DataFrame:
         """Per milestone (each capacity level, each site online, all sites online): how often it
         was reached by the horizon, P10/P50/P90 and the mean with a 95% confidence interval (as
         calendar dates), and the probability of reaching it by each ``by`` date."""
-        ok = self.replications[~self.replications["failed"]]
+        ok = self.succeeded
         columns = [c for c in ok.columns if c.startswith("t_") and c != "t_all_online"]
         labels = {m.column: m.label for m in self.scenario.milestones}
         rows = {}
@@ -211,7 +217,7 @@ class MonteCarloResult:
     @property
     def costs(self) -> pd.DataFrame:
         """P10/P50/P90 and mean of the perspective org's costs (USD)."""
-        ok = self.replications[~self.replications["failed"]]
+        ok = self.succeeded
         columns = [c for c in HEADLINE_COSTS if c in ok]
         if not columns:
             return pd.DataFrame(columns=["10%", "50%", "90%", "mean"])

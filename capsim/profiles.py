@@ -33,7 +33,7 @@ from capsim.records import Run
 from capsim.results import to_dates
 
 #: Replications 0 .. PROFILE_REPS - 1 keep profiles.
-PROFILE_REPS = 2000
+PROFILE_REPS = 1000
 #: World events kept in profiles.
 PROFILE_KINDS = frozenset(
     ("paused", "delayed", "cancelled", "transferred", "permit_refused", "lease_late",

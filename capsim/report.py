@@ -140,7 +140,7 @@ class Report:
                                  f"({row['reached']:.0%} reach it)")  # fmt: skip
             items.append(f"<b>{html.escape(milestone.label)}</b> (P50): " + "; ".join(parts))
         if self.scenario.lab is not None:
-            ok = {n: r.replications[~r.replications["failed"]] for n, r in self._named()}
+            ok = {n: r.succeeded for n, r in self._named()}
             per_hour = {n: rows["usd_per_gpu_hour"].mean() for n, rows in ok.items()}
             npv = {n: rows["npv_cost"].mean() / 1e9 for n, rows in ok.items()}
             ranked = sorted(per_hour, key=lambda n: (np.isnan(per_hour[n]), per_hour[n]))
@@ -231,7 +231,7 @@ class Report:
         labels["t_all_online"] = "all sites online"
         dates, reps = {}, {}
         for name, result in self._named():
-            ok = result.replications[~result.replications["failed"]]
+            ok = result.succeeded
             reps[name] = len(ok)
             for column, label in labels.items():
                 if column in ok:
@@ -335,9 +335,7 @@ class Report:
             return "<h2 id='costs'>Costs</h2><p>The scenario has no perspective org.</p>"
         means = pd.DataFrame(
             {
-                name: r.replications.loc[
-                    ~r.replications["failed"], [c for c in COST_COLUMNS if c in r.replications]
-                ].mean()
+                name: r.succeeded[[c for c in COST_COLUMNS if c in r.replications]].mean()
                 for name, r in self._named()
             }
         ).T
