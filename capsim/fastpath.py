@@ -77,25 +77,46 @@ def simulate_chunk(
 
 
 def _rows(model: Model, reps: np.ndarray, finish: np.ndarray) -> pd.DataFrame:
+    online = _site_online(model, finish)
+    # MW online over time: each site's MW at its online time, summed in time order
+    mw = np.array([i.spec.mw for i in model.sites if i.active])
+    order = np.argsort(np.nan_to_num(online, nan=np.inf), axis=1, kind="stable")
+    times = np.take_along_axis(online, order, axis=1)
+    levels = np.zeros((*times.shape, 3))
+    levels[:, :, 0] = np.cumsum(np.where(np.isnan(times), 0.0, mw[order]), axis=1)
+    return chunk_rows(model, reps, finish, times, levels)
+
+
+def _site_online(model: Model, finish: np.ndarray) -> np.ndarray:
+    """When each active site came online (its last stage's finish; NaN if any did not finish),
+    by replication (rows) and active site (columns)."""
     active = [info for info in model.sites if info.active]
-    online = np.stack(
+    return np.stack(
         [np.where(np.isnan(finish[:, list(i.tasks)]).any(axis=1), np.nan,
                   np.nanmax(finish[:, list(i.tasks)], axis=1)) for i in active], axis=1
     )  # fmt: skip
+
+
+def chunk_rows(
+    model: Model, reps: np.ndarray, finish: np.ndarray, times: np.ndarray, levels: np.ndarray
+) -> pd.DataFrame:
+    """Rows (the columns of :func:`capsim.replications.replication_row`) of replications that
+    have no costs (no perspective org) and no notable events, from arrays: ``finish``
+    (replications x tasks) and the perspective's capacity after each change, in log order:
+    ``times`` (replications x changes; NaN pads) and ``levels`` (replications x changes x
+    MW, GPUs, PFLOPS), the running sums :func:`capsim.capacity.perspective_levels` gives."""
+    online = _site_online(model, finish)
     finished = ~np.isnan(finish[:, model.active_tasks]).any(axis=1)
     rows = {"replication": reps, "failed": False, "error": "", "finished": finished}
-    # MW online over time: each site's MW at its online time, summed in time order
-    mw = np.array([i.spec.mw for i in active])
-    order = np.argsort(np.nan_to_num(online, nan=np.inf), axis=1, kind="stable")
-    times = np.take_along_axis(online, order, axis=1)
-    levels = np.cumsum(np.where(np.isnan(times), 0.0, mw[order]), axis=1)
+    measures = {"mw": 0, "gpus": 1, "pflops": 2}
     for milestone in model.scenario.milestones:
-        hit = levels >= milestone.mw - 1e-9
+        measure, target = milestone.measure
+        hit = (levels[:, :, measures[measure]] >= target - 1e-9) & ~np.isnan(times)
         first = np.argmax(hit, axis=1)
         rows[milestone.column] = np.where(
             hit.any(axis=1), times[np.arange(len(reps)), first], np.nan
         )
-    for k, info in enumerate(active):
+    for k, info in enumerate(i for i in model.sites if i.active):
         rows[f"online:{info.spec.name}"] = online[:, k]
     rows["t_all_online"] = np.where(np.isnan(online).any(axis=1), np.nan, online.max(axis=1))
     for kind in _KIND_COUNTS:

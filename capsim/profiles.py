@@ -63,12 +63,22 @@ class Profiles:
 
     def add(self, replication: int, run: Run) -> None:
         """Keep the profile of one replication."""
-        self._replications.append(replication)
-        self._times.append(np.stack([run.ready[self.tasks], run.start[self.tasks],
-                                     run.finish[self.tasks]], axis=1))  # fmt: skip
-        self._capacity.append(capacity_on_grid(run, self.grid))
+        times = np.stack([run.ready[self.tasks], run.start[self.tasks], run.finish[self.tasks]],
+                         axis=1)  # fmt: skip
         # the log's plain tuples, in WorldEvent field order: time, kind, subject, org, amount, ...
-        self._world.extend((replication, *e[:5]) for e in run.log if e[1] in PROFILE_KINDS)
+        world = [e[:5] for e in run.log if e[1] in PROFILE_KINDS]
+        self.add_parts(replication, times, capacity_on_grid(run, self.grid), world)
+
+    def add_parts(
+        self, replication: int, times: np.ndarray, capacity: np.ndarray, world: list[tuple]
+    ) -> None:
+        """Keep the profile of one replication given as its parts: the active stages' (ready,
+        start, finish) rows, the capacity on :attr:`grid` and the notable world events as
+        (time, kind, subject, org, amount) tuples, in log order."""
+        self._replications.append(replication)
+        self._times.append(times)
+        self._capacity.append(capacity)
+        self._world.extend((replication, *e) for e in world)
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """The profiles as three long tables: ``stage_times``, ``capacity`` and ``world``."""
