@@ -91,10 +91,7 @@ def _site_online(model: Model, finish: np.ndarray) -> np.ndarray:
     """When each active site came online (its last stage's finish; NaN if any did not finish),
     by replication (rows) and active site (columns)."""
     active = [info for info in model.sites if info.active]
-    return np.stack(
-        [np.where(np.isnan(finish[:, list(i.tasks)]).any(axis=1), np.nan,
-                  np.nanmax(finish[:, list(i.tasks)], axis=1)) for i in active], axis=1
-    )  # fmt: skip
+    return np.stack([finish[:, list(i.tasks)].max(axis=1) for i in active], axis=1)  # NaN wins
 
 
 def chunk_rows(
