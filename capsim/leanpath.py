@@ -35,9 +35,11 @@ True
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import weakref
+from array import array
 from collections import deque
 from itertools import count
 from typing import NamedTuple
@@ -59,7 +61,6 @@ _EPS = 1e-9  # capsim.resources' and capsim.hbm's tolerance
 # ends, a construction phase is built, a GPU tranche is delivered, an HBM delivery is made, a
 # tranche asks again for its generation, a site starts
 _END, _PHASE, _DELIVERED, _TICK, _ORDER, _SITE = range(6)
-_BITS = 3
 
 
 def eligible(model: Model) -> bool:
@@ -81,7 +82,7 @@ class LeanRun(NamedTuple):
     ready: list[float]  # by task
     start: list[float]
     finish: list[float]
-    capacity: list[tuple[float, float, float, float]]  # (time, MW, GPUs, PFLOPS per GPU)
+    capacity: array[float]  # rows of (time, MW, GPUs, PFLOPS per GPU), the fleets' first
     hbm: list[tuple[float, int, float]]  # HBM allocations: (time, site, GB)
     events: int  # events scheduled
 
@@ -103,6 +104,12 @@ class _Plan:
         self.site = [t.site for t in tasks]
         self.successors = [t.successors for t in tasks]
         self.plain = [t.kind == "task" and not t.needs for t in tasks]
+        # a plain task that nothing waits for, at a site whose MW come from construction: its
+        # end changes nothing else, so it is not queued (but counted as the engine's event)
+        self.quiet = [
+            plain and not t.successors and model.sites[t.site].has_construction
+            for plain, t in zip(self.plain, tasks, strict=True)
+        ]
         self.priority = model.task_priority
         self.pending = list(model.pending)
         self.phases = [t.spec.phases if t.kind == "construction" else 0 for t in tasks]
@@ -151,11 +158,11 @@ class _Plan:
         self.hbm_times = [t for t, _, _ in model.hbm_schedule]
         self.hbm_common = [common for _, _, common in model.hbm_schedule]
         # capacity at the start: every org's fleet (as capsim.capacity.iter_deltas)
-        self.fleet = [
-            (0.0, gpus * s.generations[gen].power_kw / 1000, float(gpus), s.generations[gen].pflops)
-            for org in s.orgs.values()
-            for gen, gpus in org.fleet.items()
-        ]
+        self.fleet = array("d")
+        for org in s.orgs.values():
+            for gen, gpus in org.fleet.items():
+                g = s.generations[gen]
+                self.fleet.extend((0.0, gpus * g.power_kw / 1000, gpus, g.pflops))
         self.layout = TallyLayout(model)
 
 
@@ -187,7 +194,9 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     pending = p.pending[:]
     next_need = [0] * n
     kind, needs, slot, task_site = p.kind, p.needs, p.slot, p.site
-    successors, priority, plain = p.successors, p.priority, p.plain
+    successors, priority, plain, quiet = p.successors, p.priority, p.plain, p.quiet
+    horizon = p.horizon
+    eps = _EPS
     available = p.capacity[:]
     levels: list[list] = [[] for _ in available]  # per pool: heap of priorities with a line
     lines: list[dict] = [{} for _ in available]  # per pool: priority -> deque of (task, amount)
@@ -209,7 +218,8 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     )
     tranche_task, tranche_site, tranche_slot = p.tranche_task, p.tranche_site, p.tranche_slot
     tranche_wanted, tranche_when, market = p.tranche_wanted, p.tranche_when, p.market
-    capacity: list[tuple[float, float, float, float]] = []
+    capacity = p.fleet[:]
+    record = capacity.extend
     hbm_log: list[tuple[float, int, float]] = []
     orders: list[tuple] = []  # the HBM queue: (tier, rank, time, arrival, tranche, GB)
     arrival = count().__next__
@@ -229,7 +239,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
                 q, amount = wants[k]
                 k += 1
                 level = levels[q]
-                if not level and amount <= available[q] + _EPS:
+                if not level and amount <= available[q] + eps:
                     available[q] -= amount
                     continue
                 next_need[task] = k
@@ -246,14 +256,19 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
         code = kind[task]
         if code == 0:
             d = values[slot[task]]
-            push(heap, (now + (d if d > 0 else 0.0), eid(), task << _BITS | _END))
+            if quiet[task]:
+                eid()
+                if now + (d if d > 0 else 0.0) <= horizon:
+                    finish[task] = now + (d if d > 0 else 0.0)
+            else:
+                push(heap, (now + (d if d > 0 else 0.0), eid(), task << 3 | _END))
         elif code == 1:
             total = values[slot[task]]
             phases = phases_of[task]
             phases_left[task] = phases
             for i in range(1, phases + 1):
                 d = total * i / phases
-                push(heap, (now + (d if d > 0 else 0.0), eid(), task << _BITS | _PHASE))
+                push(heap, (now + (d if d > 0 else 0.0), eid(), task << 3 | _PHASE))
         else:
             tranche_left[task] = len(tranches_of[task])
             for tranche in tranches_of[task]:
@@ -266,7 +281,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
             prio = level[0]
             line = line_of[prio]
             task, amount = line[0]
-            if amount > available[q] + _EPS:
+            if amount > available[q] + eps:
                 break
             line.popleft()
             if not line:
@@ -290,7 +305,12 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
                 if plain[successor]:  # acquire(successor), inlined: nothing to ask for
                     start[successor] = now
                     d = values[slot[successor]]
-                    push(heap, (now + (d if d > 0 else 0.0), eid(), successor << _BITS | _END))
+                    if quiet[successor]:
+                        eid()
+                        if now + (d if d > 0 else 0.0) <= horizon:
+                            finish[successor] = now + (d if d > 0 else 0.0)
+                    else:
+                        push(heap, (now + (d if d > 0 else 0.0), eid(), successor << 3 | _END))
                 else:
                     acquire(successor)
         site = task_site[task]
@@ -303,7 +323,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
         delta = built[site] - online[site]  # every site is powered: no grid or power stages
         if delta > 1e-9:
             online[site] += delta
-            capacity.append((now, delta, 0.0, 0.0))
+            record((now, delta, 0.0, 0.0))
             powered[site] += delta
             line = power_line[site]
             if line:
@@ -313,7 +333,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
         # the engine's Supply of powered MW, by request time then arrival: arrival order
         while line:
             tranche, mw = line[0]
-            if mw > powered[site] + _EPS:
+            if mw > powered[site] + eps:
                 break
             line.popleft()
             powered[site] -= mw
@@ -321,7 +341,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
 
     def tranche_online(tranche: int) -> None:
         gen = tranche_gen[tranche]
-        capacity.append((now, 0.0, float(tranche_gpus[tranche]), gens[gen].pflops))
+        record((now, 0.0, tranche_gpus[tranche], gens[gen].pflops))
         task = tranche_task[tranche]
         tranche_left[task] -= 1
         if tranche_left[task] == 0:
@@ -338,7 +358,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
             gen_name, when = p.model.generation_at(p.model.site_owners[site], wanted, now)
         if gen_name is None:
             d = when - now
-            push(heap, (now + (d if d > 0 else 0.0), eid(), tranche << _BITS | _ORDER))
+            push(heap, (now + (d if d > 0 else 0.0), eid(), tranche << 3 | _ORDER))
             return
         gen = gens[gen_name]
         gpus = p.tranche_size[tranche] or StageKinds._gpus_for(p.tranche_share[tranche], gen)
@@ -346,19 +366,23 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
         if not market:
             granted(tranche)
             return
-        catch_up()
-        entry = (p.tranche_tier[tranche], p.tranche_rank[tranche], now, arrival(), tranche,
-                 gpus * gen.hbm_gb)  # fmt: skip
-        push(orders, entry)
-        serve()
-        wake()
+        if hbm_next < n_deliveries and hbm_times[hbm_next] <= now:
+            catch_up()
+        gb = gpus * gen.hbm_gb
+        push(
+            orders, (p.tranche_tier[tranche], p.tranche_rank[tranche], now, arrival(), tranche, gb)
+        )
+        if orders[0][5] <= hbm_pool + eps:
+            serve()
+        if not hbm_woken:
+            wake()
 
     def serve() -> None:
         nonlocal hbm_pool
         filled = []
         while orders:
             gb = orders[0][5]
-            if gb > hbm_pool + _EPS:
+            if gb > hbm_pool + eps:
                 break
             filled.append(pop(orders)[4])
             hbm_pool -= gb
@@ -381,20 +405,20 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
             return
         hbm_woken = True
         d = hbm_times[hbm_next] - now
-        push(heap, (now + (d if d > 0 else 0.0), eid(), 0 << _BITS | _TICK))
+        push(heap, (now + (d if d > 0 else 0.0), eid(), 0 << 3 | _TICK))
 
     def granted(tranche: int) -> None:
         if market:
             gb = tranche_gpus[tranche] * gens[tranche_gen[tranche]].hbm_gb
             hbm_log.append((now, tranche_site[tranche], gb))
         d = values[tranche_slot[tranche]]
-        push(heap, (now + (d if d > 0 else 0.0), eid(), tranche << _BITS | _DELIVERED))
+        push(heap, (now + (d if d > 0 else 0.0), eid(), tranche << 3 | _DELIVERED))
 
     def delivered(tranche: int) -> None:
         site = tranche_site[tranche]
         mw = tranche_gpus[tranche] * gens[tranche_gen[tranche]].power_kw / 1000
         line = power_line[site]
-        if not line and mw <= powered[site] + _EPS:
+        if not line and mw <= powered[site] + eps:
             powered[site] -= mw
             tranche_online(tranche)
             return
@@ -415,22 +439,24 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     else:
         for site in p.active:
             d = p.site_start[site]
-            push(heap, (0.0 + (d if d > 0 else 0.0), eid(), site << _BITS | _SITE))
-    horizon = p.horizon
-    while heap and heap[0][0] <= horizon:
+            push(heap, (0.0 + (d if d > 0 else 0.0), eid(), site << 3 | _SITE))
+    end, phase, delivery, tick = _END, _PHASE, _DELIVERED, _TICK
+    while heap:
         now, _, code = pop(heap)
-        what, which = code & 7, code >> _BITS
-        if what == _END:
+        if now > horizon:  # the engine stops before it
+            break
+        what, which = code & 7, code >> 3
+        if what == end:
             complete(which)
-        elif what == _PHASE:
+        elif what == phase:
             site = task_site[which]
             build(site, site_mw[site] / phases_of[which])
             phases_left[which] -= 1
             if phases_left[which] == 0:
                 complete(which)
-        elif what == _DELIVERED:
+        elif what == delivery:
             delivered(which)
-        elif what == _TICK:
+        elif what == tick:
             hbm_woken = False
             catch_up()
             wake()
@@ -453,18 +479,26 @@ def simulate_chunk(
     values = model.values(
         np.stack([replication_rng(seed, int(i)).random(model.n_slots) for i in reps])
     )
-    runs = [_simulate(p, row) for row in values.tolist()]
-    ready = np.array([r.ready for r in runs]).reshape(len(runs), -1)
-    begun = np.array([r.start for r in runs]).reshape(len(runs), -1)
-    finish = np.array([r.finish for r in runs]).reshape(len(runs), -1)
+    enabled = gc.isenabled()
+    gc.disable()  # as the engine: many short-lived objects, no cycles worth chasing
+    try:
+        runs = [_simulate(p, row) for row in values.tolist()]
+    finally:
+        if enabled:
+            gc.enable()
+    n = len(runs)
+    ready, begun, finish = [], [], []
+    for run in runs:
+        ready += run.ready
+        begun += run.start
+        finish += run.finish
+    ready, begun, finish = (np.array(x).reshape(n, len(p.kind)) for x in (ready, begun, finish))
     # the perspective's capacity after each change (capsim.capacity.perspective_levels), padded
-    changes = [p.fleet + r.capacity for r in runs]
-    width = max(map(len, changes), default=0)
-    deltas = np.zeros((len(runs), width, 4))
+    counts = [len(run.capacity) // 4 for run in runs]
+    deltas = np.zeros((n, max(counts, default=0), 4))
     deltas[:, :, 0] = np.nan
-    for i, rows in enumerate(changes):
-        if rows:
-            deltas[i, : len(rows)] = rows
+    for i, run in enumerate(runs):
+        deltas[i, : counts[i]] = np.frombuffer(run.capacity).reshape(-1, 4)
     times = deltas[:, :, 0]
     levels = np.stack(
         [
@@ -480,7 +514,7 @@ def simulate_chunk(
     if profiles is not None:
         stage_times = np.stack([ready, begun, finish], axis=2)
         for i in range(min(stop, PROFILE_REPS) - start):
-            k = len(changes[i])
+            k = counts[i]
             on_grid = levels_on_grid(np.column_stack([times[i, :k], levels[i, :k]]), profiles.grid)
             world = [
                 (t, "hbm_allocated", p.names[site], model.site_owners[site], gb)
