@@ -488,6 +488,7 @@ def test_a_failing_replication_is_recorded_on_the_fast_path(precedence_only, mon
         return real(seed, replication)
 
     monkeypatch.setattr(fastpath, "replication_rng", rng)
+    monkeypatch.setattr(leanpath, "replication_rng", rng)
     monkeypatch.setattr(replications, "replication_rng", rng)
     result = monte_carlo(precedence_only, reps=10, seed=1)
     assert list(result.failed["replication"]) == [3]
