@@ -100,7 +100,8 @@ class _Plan:
         self.capacity = [float(s.resources[name].capacity) for name in pools]
         self.kind = [KINDS.index(t.kind) if t.kind in KINDS else -1 for t in tasks]
         self.needs = [tuple((index[name], amount) for name, amount in t.needs) for t in tasks]
-        self.slot = [t.slot for t in tasks]
+        # a task's duration is the value of the slot of its own number (capsim.model)
+        assert all(t.slot == i for i, t in enumerate(tasks))
         self.site = [t.site for t in tasks]
         self.successors = [t.successors for t in tasks]
         self.plain = [t.kind == "task" and not t.needs for t in tasks]
@@ -193,7 +194,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     ready, start, finish = [math.nan] * n, [math.nan] * n, [math.nan] * n
     pending = p.pending[:]
     next_need = [0] * n
-    kind, needs, slot, task_site = p.kind, p.needs, p.slot, p.site
+    kind, needs, task_site = p.kind, p.needs, p.site
     successors, priority, plain, quiet = p.successors, p.priority, p.plain, p.quiet
     horizon = p.horizon
     eps = _EPS
@@ -249,13 +250,14 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
                     line = lines[q][prio] = deque()
                     push(level, prio)
                 line.append((task, amount))
-                dispatch(q)
+                if lines[q][level[0]][0][1] <= available[q] + eps:  # else dispatch stops at once
+                    dispatch(q)
                 return
             next_need[task] = k
         start[task] = now
         code = kind[task]
         if code == 0:
-            d = values[slot[task]]
+            d = values[task]
             if quiet[task]:
                 eid()
                 if now + (d if d > 0 else 0.0) <= horizon:
@@ -263,7 +265,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
             else:
                 push(heap, (now + (d if d > 0 else 0.0), eid(), task << 3 | _END))
         elif code == 1:
-            total = values[slot[task]]
+            total = values[task]
             phases = phases_of[task]
             phases_left[task] = phases
             for i in range(1, phases + 1):
@@ -304,7 +306,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
                 ready[successor] = now
                 if plain[successor]:  # acquire(successor), inlined: nothing to ask for
                     start[successor] = now
-                    d = values[slot[successor]]
+                    d = values[successor]
                     if quiet[successor]:
                         eid()
                         if now + (d if d > 0 else 0.0) <= horizon:
@@ -446,8 +448,33 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
         if now > horizon:  # the engine stops before it
             break
         what, which = code & 7, code >> 3
-        if what == end:
-            complete(which)
+        if what == end:  # complete(which), inlined for the commonest event
+            finish[which] = now
+            wants = needs[which]
+            if wants:  # give back everything it holds
+                for q, amount in wants:
+                    available[q] += amount
+                    if levels[q]:
+                        dispatch(q)
+            for successor in successors[which]:
+                pending[successor] -= 1
+                if pending[successor] == 0:
+                    ready[successor] = now
+                    if plain[successor]:
+                        start[successor] = now
+                        d = values[successor]
+                        if quiet[successor]:
+                            eid()
+                            if now + (d if d > 0 else 0.0) <= horizon:
+                                finish[successor] = now + (d if d > 0 else 0.0)
+                        else:
+                            push(heap, (now + (d if d > 0 else 0.0), eid(), successor << 3))
+                    else:
+                        acquire(successor)
+            site = task_site[which]
+            site_left[site] -= 1
+            if site_left[site] == 0 and not has_construction[site]:
+                build(site, site_mw[site])
         elif what == phase:
             site = task_site[which]
             build(site, site_mw[site] / phases_of[which])

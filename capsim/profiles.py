@@ -86,16 +86,15 @@ class Profiles:
         n_tasks, n_points = len(self.tasks), len(self.grid)
         times = np.concatenate(self._times) if self._times else np.empty((0, 3))
         stage_times = pd.DataFrame(
-            {"replication": np.repeat(reps, n_tasks), "task": np.tile(self.tasks, len(reps))}
-        )
-        stage_times[["ready", "start", "finish"]] = times
-        capacity = pd.DataFrame(
-            {"replication": np.repeat(reps, n_points), "point": np.tile(np.arange(n_points),
-                                                                         len(reps))}
+            {"replication": np.repeat(reps, n_tasks), "task": np.tile(self.tasks, len(reps)),
+             "ready": times[:, 0], "start": times[:, 1], "finish": times[:, 2]}
         )  # fmt: skip
-        capacity[list(MEASURES)] = (
-            np.concatenate(self._capacity) if self._capacity else np.empty((0, 3))
-        )
+        levels = np.concatenate(self._capacity) if self._capacity else np.empty((0, 3))
+        capacity = pd.DataFrame(
+            {"replication": np.repeat(reps, n_points),
+             "point": np.tile(np.arange(n_points), len(reps)),
+             **{measure: levels[:, k] for k, measure in enumerate(MEASURES)}}
+        )  # fmt: skip
         world = pd.DataFrame(
             self._world, columns=["replication", "time", "kind", "subject", "org", "amount"]
         )
