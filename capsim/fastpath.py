@@ -73,7 +73,9 @@ def simulate_chunk(
     rows = _rows(model, reps, finish)
     tasks = model.active_tasks
     ready, finish = ready[:, tasks], finish[:, tasks]
-    return rows, stage_sums(TallyLayout(model), ready, ready, finish)  # a stage starts when ready
+    return rows, stage_sums(
+        TallyLayout.of(model), ready, ready, finish
+    )  # a stage starts when ready
 
 
 def _rows(model: Model, reps: np.ndarray, finish: np.ndarray) -> pd.DataFrame:
@@ -90,8 +92,8 @@ def _rows(model: Model, reps: np.ndarray, finish: np.ndarray) -> pd.DataFrame:
 def _site_online(model: Model, finish: np.ndarray) -> np.ndarray:
     """When each active site came online (its last stage's finish; NaN if any did not finish),
     by replication (rows) and active site (columns)."""
-    active = [info for info in model.sites if info.active]
-    return np.stack([finish[:, list(i.tasks)].max(axis=1) for i in active], axis=1)  # NaN wins
+    padded = np.concatenate([finish, np.full((len(finish), 1), -np.inf)], axis=1)
+    return padded[:, model.active_site_tasks].max(axis=2)  # NaN wins; -inf pads (Run too)
 
 
 def chunk_rows(
@@ -104,18 +106,21 @@ def chunk_rows(
     MW, GPUs, PFLOPS), the running sums :func:`capsim.capacity.perspective_levels` gives."""
     online = _site_online(model, finish)
     finished = ~np.isnan(finish[:, model.active_tasks]).any(axis=1)
-    rows = {"replication": reps, "failed": False, "error": "", "finished": finished}
+    head = pd.DataFrame({"replication": reps, "failed": False, "error": "", "finished": finished})
+    times_of: dict[str, np.ndarray] = {}  # the float columns, as one block (thousands of sites)
     measures = {"mw": 0, "gpus": 1, "pflops": 2}
     for milestone in model.scenario.milestones:
         measure, target = milestone.measure
         hit = (levels[:, :, measures[measure]] >= target - 1e-9) & ~np.isnan(times)
         first = np.argmax(hit, axis=1)
-        rows[milestone.column] = np.where(
+        times_of[milestone.column] = np.where(
             hit.any(axis=1), times[np.arange(len(reps)), first], np.nan
         )
     for k, info in enumerate(i for i in model.sites if i.active):
-        rows[f"online:{info.spec.name}"] = online[:, k]
-    rows["t_all_online"] = np.where(np.isnan(online).any(axis=1), np.nan, online.max(axis=1))
-    for kind in _KIND_COUNTS:
-        rows[f"n_{kind}"] = 0
-    return pd.DataFrame(rows)
+        times_of[f"online:{info.spec.name}"] = online[:, k]
+    times_of["t_all_online"] = np.where(np.isnan(online).any(axis=1), np.nan, online.max(axis=1))
+    block = pd.DataFrame(np.column_stack(list(times_of.values())), columns=list(times_of))
+    counts = pd.DataFrame(
+        {f"n_{kind}": np.zeros(len(reps), dtype=np.int64) for kind in _KIND_COUNTS}
+    )
+    return pd.concat([head, block, counts], axis=1)

@@ -65,6 +65,13 @@ _END, _PHASE, _DELIVERED, _TICK, _ORDER, _SITE = range(6)
 
 def eligible(model: Model) -> bool:
     """Whether the lean path computes ``model``'s replications (else the engine does)."""
+    found = _ELIGIBLE.get(model)
+    if found is None:
+        found = _ELIGIBLE[model] = _eligible(model)
+    return found
+
+
+def _eligible(model: Model) -> bool:
     s = model.scenario
     active = [info for info in model.sites if info.active]
     return (
@@ -74,6 +81,9 @@ def eligible(model: Model) -> bool:
         and s.lab is None  # costs come from the event log
         and not any(reserved for _, reserved, _ in model.hbm_schedule)
     )
+
+
+_ELIGIBLE: weakref.WeakKeyDictionary[Model, bool] = weakref.WeakKeyDictionary()
 
 
 class LeanRun(NamedTuple):
@@ -164,7 +174,7 @@ class _Plan:
             for gen, gpus in org.fleet.items():
                 g = s.generations[gen]
                 self.fleet.extend((0.0, gpus * g.power_kw / 1000, gpus, g.pflops))
-        self.layout = TallyLayout(model)
+        self.layout = TallyLayout.of(model)
 
 
 _PLANS: weakref.WeakKeyDictionary[Model, _Plan] = weakref.WeakKeyDictionary()
