@@ -121,6 +121,17 @@ def chunk_path(model: Model) -> str:
     return "leanpath" if leanpath.eligible(model) else "engine"
 
 
+def replication_loop(model: Model, reps: int, first: int = 0) -> list:
+    """Replications drawn and simulated by the path capsim mc takes (the lean path's records,
+    or the engine's Runs), without reducing them to rows."""
+    if chunk_path(model) != "leanpath":
+        return capsim_loop(model, reps, first)
+    return [
+        leanpath.simulate(model, model.draw(replication_rng(SEED, i)))
+        for i in range(first, first + reps)
+    ]
+
+
 def run_chunk_events(model: Model, reps: int) -> float:
     """Events per replication of the path run_chunk takes: the lean path counts its own (the
     engine's SimPy events, each task end included), the engine's are counted by patching SimPy."""
@@ -231,12 +242,14 @@ def throughput(cfg: argparse.Namespace) -> dict:
     for _ in range(cfg.rounds):
         t_ref = cpu_timed(lambda: reference_loop(n, ref_reps))
         t_cap = cpu_timed(lambda: capsim_loop(model, cap_reps))
+        t_one = cpu_timed(lambda: replication_loop(model, cap_reps))
         t_mc = cpu_timed(lambda: monte_carlo(scenario, reps=cap_reps, seed=SEED, workers=1))
         t_30y = cpu_timed(lambda: capsim_loop(model30, ref_reps))
         rounds.append(
             {
                 "reference": ref_reps / t_ref,
                 "capsim": cap_reps / t_cap,
+                "replication": cap_reps / t_one,
                 "monte_carlo": cap_reps / t_mc,
                 "capsim_30y": ref_reps / t_30y,
             }
@@ -244,7 +257,7 @@ def throughput(cfg: argparse.Namespace) -> dict:
     rates = {k: median([r[k] for r in rounds]) for k in rounds[0]}
     ratios = {
         k: median([r[k] / r["reference"] for r in rounds])
-        for k in ("capsim", "monte_carlo", "capsim_30y")
+        for k in ("capsim", "replication", "monte_carlo", "capsim_30y")
     }
     with count_simpy_events() as cap_counts:
         capsim_loop(model, 20)
@@ -267,8 +280,10 @@ def throughput(cfg: argparse.Namespace) -> dict:
         "ratio_vs_reference": ratios,
         "events_per_replication": events,
         "path": chunk_path(model),
-        # events per CPU second of what capsim mc runs (run_chunk), and of the engine's loop
-        "capsim_events_per_s": events["run_chunk"] * rates["monte_carlo"],
+        # events per CPU second of one replication of the path capsim mc takes (drawn and
+        # simulated, no row), of capsim mc itself, and of the engine's loop
+        "capsim_events_per_s": events["run_chunk"] * rates["replication"],
+        "monte_carlo_events_per_s": events["run_chunk"] * rates["monte_carlo"],
         "engine_events_per_s": events["capsim_scheduled"] * rates["capsim"],
         "reference_events_per_s": events["reference_processed"] * rates["reference"],
         "target": 8.0,
@@ -286,18 +301,22 @@ def large(cfg: argparse.Namespace, small: dict | None) -> dict:
     model = Model(scenario)
     t_compile = time.perf_counter() - t0 - t_parse
     rounds, finished = [], True
+    replication_loop(model, 1), run_chunk(scenario, None, SEED, 0, 1)  # compiled once, as in mc
     for r in range(cfg.large_rounds):
         t_ref = cpu_timed(lambda r=r: run_reference(n, seed=REF_SEED + r))
+        # one replication of the path capsim mc takes, drawn and simulated (as Model.run)
+        t_cap = cpu_timed(lambda r=r: replication_loop(model, 1, first=r))
         chunks: list = []
-        # one replication end to end as capsim mc runs it: run_chunk (its row, tally, profile)
-        t_cap = cpu_timed(
+        # the same end to end as capsim mc runs it: run_chunk (its row, tally and profile)
+        t_chunk = cpu_timed(
             lambda r=r, chunks=chunks: chunks.append(run_chunk(scenario, None, SEED, r, r + 1))
         )
         finished &= bool(chunks[0].rows["finished"].all())
         t_eng = cpu_timed(lambda r=r: capsim_loop(model, 1, first=r))
         rounds.append(
-            {"reference_s": t_ref, "capsim_s": t_cap, "engine_s": t_eng, "ratio": t_ref / t_cap}
-        )
+            {"reference_s": t_ref, "capsim_s": t_cap, "run_chunk_s": t_chunk, "engine_s": t_eng,
+             "ratio": t_ref / t_cap}
+        )  # fmt: skip
     with count_simpy_events() as cap_counts:
         capsim_loop(model, 1)
     with count_simpy_events() as ref_counts:
@@ -321,6 +340,7 @@ def large(cfg: argparse.Namespace, small: dict | None) -> dict:
         "ok": ratio >= 15.0,
         "path": chunk_path(model),
         "engine_s": median([r["engine_s"] for r in rounds]),
+        "run_chunk_s": median([r["run_chunk_s"] for r in rounds]),
         "capsim_events": {"run_chunk": events, **cap_counts},
         "reference_events": {"scheduled": ref_counts["scheduled"], "processed": ref["events"]},
         "capsim_events_per_s": eps,
@@ -544,6 +564,15 @@ def table(results: dict) -> str:
             ">= 8x",
             ratio["monte_carlo"] >= 8,
         )
+        if "replication" in rate:
+            row(
+                f"(a)   one replication [{a.get('path', 'engine')}] (no row), reps per CPU s",
+                f"{rate['replication']:.0f}/s",
+                ref,
+                f"{ratio['replication']:.2f}x",
+                "",
+                None,
+            )
         row(
             "(a)   the engine: Model.run loop, 50 sites, reps per CPU s",
             f"{rate['capsim']:.0f}/s",
@@ -570,7 +599,7 @@ def table(results: dict) -> str:
             None,
         )
         row(
-            "(a) events per CPU s: run_chunk (capsim mc), the reference",
+            "(a) events per CPU s: one replication (as (b)), the reference",
             f"{a['capsim_events_per_s']:,.0f}",
             f"{a['reference_events_per_s']:,.0f}",
             "",
@@ -586,6 +615,15 @@ def table(results: dict) -> str:
             ">= 15x",
             b["ok"],
         )
+        if "run_chunk_s" in b:
+            row(
+                "(b)   the same through run_chunk (row, tally, profile), CPU s",
+                f"{b['run_chunk_s']:.3f}",
+                f"{b['reference_s']:.3f}",
+                f"{b['reference_s'] / b['run_chunk_s']:.2f}x",
+                "",
+                None,
+            )
         if "engine_s" in b:
             row(
                 "(b)   the engine: Model.run, CPU s",
@@ -598,7 +636,7 @@ def table(results: dict) -> str:
         if "events_per_s_vs_50_sites" in b:
             small = results["throughput"]["capsim_events_per_s"]
             row(
-                f"(b) run_chunk events per CPU s, {b['sites']} vs 50 sites",
+                f"(b) events per CPU s of one replication, {b['sites']} vs 50 sites",
                 f"{b['capsim_events_per_s']:,.0f}",
                 f"{small:,.0f}",
                 f"{b['events_per_s_vs_50_sites']:.2f}",
