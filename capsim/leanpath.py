@@ -190,8 +190,15 @@ def plan(model: Model) -> _Plan:
 
 def simulate(model: Model, values: np.ndarray) -> LeanRun:
     """One replication with slot ``values`` (see :meth:`Model.draw`), as the engine would run it
-    (:meth:`Model.run`), recording only stage times, capacity changes and HBM allocations."""
-    return _simulate(plan(model), values.tolist())
+    (:meth:`Model.run`), recording only stage times, capacity changes and HBM allocations.
+    The garbage collector is paused meanwhile, as the engine does."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _simulate(plan(model), values.tolist())
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _simulate(p: _Plan, values: list[float]) -> LeanRun:
