@@ -165,6 +165,10 @@ class _Plan:
                 self.tranche_share.append(info.spec.mw / len(info.tranches))
             self.tranches[t] = range(first, len(self.tranche_task))
         self.generations = s.generations
+        self.gen_constants = {
+            name: (g.hbm_gb, g.power_kw, g.pflops) for name, g in s.generations.items()
+        }
+        self.tranche_priority = list(zip(self.tranche_tier, self.tranche_rank, strict=True))
         self.market = s.hbm is not None
         self.hbm_times = [t for t, _, _ in model.hbm_schedule]
         self.hbm_common = [common for _, _, common in model.hbm_schedule]
@@ -175,6 +179,15 @@ class _Plan:
                 g = s.generations[gen]
                 self.fleet.extend((0.0, gpus * g.power_kw / 1000, gpus, g.pflops))
         self.layout = TallyLayout.of(model)
+        # what a task's end reads, in one tuple: its needs, its successors with how each starts
+        # (0: through acquire, 1: plain, 2: plain and quiet) and its site if the site's MW come
+        # when its last stage ends (no construction stage), else -1
+        mode = [2 if q else 1 if pl else 0 for pl, q in zip(self.plain, self.quiet, strict=True)]
+        self.ends = [
+            (self.needs[t], tuple((u, mode[u]) for u in task.successors),
+             -1 if sites[task.site].has_construction else task.site)
+            for t, task in enumerate(tasks)
+        ]  # fmt: skip
 
 
 _PLANS: weakref.WeakKeyDictionary[Model, _Plan] = weakref.WeakKeyDictionary()
@@ -212,7 +225,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     pending = p.pending[:]
     next_need = [0] * n
     kind, needs, task_site = p.kind, p.needs, p.site
-    successors, priority, plain, quiet = p.successors, p.priority, p.plain, p.quiet
+    priority, ends, quiet = p.priority, p.ends, p.quiet
     horizon = p.horizon
     eps = _EPS
     available = p.capacity[:]
@@ -226,14 +239,11 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     phases_left = [0] * n
     tranche_left = [0] * n
     n_tranches = len(p.tranche_task)
-    tranche_gpus, tranche_gen = [0] * n_tranches, [""] * n_tranches
+    bought: list[tuple] = [()] * n_tranches  # each ordered tranche's GPUs, GB, MW, PFLOPS/GPU
+    tranche_size, tranche_share = p.tranche_size, p.tranche_share
+    tranche_priority, gen_constants = p.tranche_priority, p.gen_constants
     gens = p.generations
-    phases_of, tranches_of, site_mw, has_construction = (
-        p.phases,
-        p.tranches,
-        p.site_mw,
-        p.has_construction,
-    )
+    phases_of, tranches_of, site_mw = p.phases, p.tranches, p.site_mw
     tranche_task, tranche_site, tranche_slot = p.tranche_task, p.tranche_site, p.tranche_slot
     tranche_wanted, tranche_when, market = p.tranche_wanted, p.tranche_when, p.market
     capacity = p.fleet[:]
@@ -311,20 +321,20 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
 
     def complete(task: int) -> None:
         finish[task] = now
-        wants = needs[task]
+        wants, followers, site = ends[task]
         if wants:  # give back everything it holds
             for q, amount in wants:
                 available[q] += amount
                 if levels[q]:
                     dispatch(q)
-        for successor in successors[task]:
+        for successor, mode in followers:
             pending[successor] -= 1
             if pending[successor] == 0:
                 ready[successor] = now
-                if plain[successor]:  # acquire(successor), inlined: nothing to ask for
+                if mode:  # acquire(successor), inlined: a plain task has nothing to ask for
                     start[successor] = now
                     d = values[successor]
-                    if quiet[successor]:
+                    if mode == 2:  # quiet
                         eid()
                         if now + (d if d > 0 else 0.0) <= horizon:
                             finish[successor] = now + (d if d > 0 else 0.0)
@@ -332,10 +342,10 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
                         push(heap, (now + (d if d > 0 else 0.0), eid(), successor << 3 | _END))
                 else:
                     acquire(successor)
-        site = task_site[task]
-        site_left[site] -= 1
-        if site_left[site] == 0 and not has_construction[site]:
-            build(site, site_mw[site])
+        if site >= 0:  # a site whose MW come when its last stage ends
+            site_left[site] -= 1
+            if site_left[site] == 0:
+                build(site, site_mw[site])
 
     def build(site: int, mw: float) -> None:
         built[site] += mw
@@ -359,8 +369,8 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
             tranche_online(tranche)
 
     def tranche_online(tranche: int) -> None:
-        gen = tranche_gen[tranche]
-        record((now, 0.0, tranche_gpus[tranche], gens[gen].pflops))
+        gpus, _, _, pflops = bought[tranche]
+        record((now, 0.0, gpus, pflops))
         task = tranche_task[tranche]
         tranche_left[task] -= 1
         if tranche_left[task] == 0:
@@ -379,18 +389,17 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
             d = when - now
             push(heap, (now + (d if d > 0 else 0.0), eid(), tranche << 3 | _ORDER))
             return
-        gen = gens[gen_name]
-        gpus = p.tranche_size[tranche] or StageKinds._gpus_for(p.tranche_share[tranche], gen)
-        tranche_gen[tranche], tranche_gpus[tranche] = gen_name, gpus
+        hbm_gb, power_kw, pflops = gen_constants[gen_name]
+        gpus = tranche_size[tranche] or StageKinds._gpus_for(tranche_share[tranche], gens[gen_name])
+        gb = gpus * hbm_gb
+        bought[tranche] = (gpus, gb, gpus * power_kw / 1000, pflops)  # the engine's arithmetic
         if not market:
             granted(tranche)
             return
         if hbm_next < n_deliveries and hbm_times[hbm_next] <= now:
             catch_up()
-        gb = gpus * gen.hbm_gb
-        push(
-            orders, (p.tranche_tier[tranche], p.tranche_rank[tranche], now, arrival(), tranche, gb)
-        )
+        tier, rank = tranche_priority[tranche]
+        push(orders, (tier, rank, now, arrival(), tranche, gb))
         if orders[0][5] <= hbm_pool + eps:
             serve()
         if not hbm_woken:
@@ -428,14 +437,13 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
 
     def granted(tranche: int) -> None:
         if market:
-            gb = tranche_gpus[tranche] * gens[tranche_gen[tranche]].hbm_gb
-            hbm_log.append((now, tranche_site[tranche], gb))
+            hbm_log.append((now, tranche_site[tranche], bought[tranche][1]))
         d = values[tranche_slot[tranche]]
         push(heap, (now + (d if d > 0 else 0.0), eid(), tranche << 3 | _DELIVERED))
 
     def delivered(tranche: int) -> None:
         site = tranche_site[tranche]
-        mw = tranche_gpus[tranche] * gens[tranche_gen[tranche]].power_kw / 1000
+        mw = bought[tranche][2]
         line = power_line[site]
         if not line and mw <= powered[site] + eps:
             powered[site] -= mw
@@ -467,31 +475,31 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
         what, which = code & 7, code >> 3
         if what == end:  # complete(which), inlined for the commonest event
             finish[which] = now
-            wants = needs[which]
+            wants, followers, site = ends[which]
             if wants:  # give back everything it holds
                 for q, amount in wants:
                     available[q] += amount
                     if levels[q]:
                         dispatch(q)
-            for successor in successors[which]:
+            for successor, mode in followers:
                 pending[successor] -= 1
                 if pending[successor] == 0:
                     ready[successor] = now
-                    if plain[successor]:
+                    if mode:  # acquire(successor), inlined: a plain task has nothing to ask for
                         start[successor] = now
                         d = values[successor]
-                        if quiet[successor]:
+                        if mode == 2:  # quiet
                             eid()
                             if now + (d if d > 0 else 0.0) <= horizon:
                                 finish[successor] = now + (d if d > 0 else 0.0)
                         else:
-                            push(heap, (now + (d if d > 0 else 0.0), eid(), successor << 3))
+                            push(heap, (now + (d if d > 0 else 0.0), eid(), successor << 3 | _END))
                     else:
                         acquire(successor)
-            site = task_site[which]
-            site_left[site] -= 1
-            if site_left[site] == 0 and not has_construction[site]:
-                build(site, site_mw[site])
+            if site >= 0:  # a site whose MW come when its last stage ends
+                site_left[site] -= 1
+                if site_left[site] == 0:
+                    build(site, site_mw[site])
         elif what == phase:
             site = task_site[which]
             build(site, site_mw[site] / phases_of[which])
