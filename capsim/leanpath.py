@@ -225,7 +225,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     pending = p.pending[:]
     next_need = [0] * n
     kind, needs, task_site = p.kind, p.needs, p.site
-    priority, ends, quiet = p.priority, p.ends, p.quiet
+    priority, ends, quiet, plain = p.priority, p.ends, p.quiet, p.plain
     horizon = p.horizon
     eps = _EPS
     available = p.capacity[:]
@@ -263,8 +263,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
         wants = needs[task]
         if wants:
             k = next_need[task]
-            while k < len(wants):
-                q, amount = wants[k]
+            for q, amount in wants[k:] if k else wants:
                 k += 1
                 level = levels[q]
                 if not level and amount <= available[q] + eps:
@@ -458,7 +457,12 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
         for task in p.site_tasks[site]:
             if pending[task] == 0:
                 ready[task] = now
-                acquire(task)
+                if plain[task]:  # acquire(task), inlined: a plain task has nothing to ask for
+                    start[task] = now
+                    d = values[task]
+                    push(heap, (now + (d if d > 0 else 0.0), eid(), task << 3 | _END))
+                else:
+                    acquire(task)
 
     if p.starts_now:
         for site in p.active:
@@ -544,7 +548,9 @@ def simulate_chunk(
         ready += run.ready
         begun += run.start
         finish += run.finish
-    ready, begun, finish = (np.array(x).reshape(n, len(p.kind)) for x in (ready, begun, finish))
+    ready, begun, finish = (
+        np.fromiter(x, float, len(x)).reshape(n, len(p.kind)) for x in (ready, begun, finish)
+    )
     # the perspective's capacity after each change (capsim.capacity.perspective_levels), padded
     counts = [len(run.capacity) // 4 for run in runs]
     deltas = np.zeros((n, max(counts, default=0), 4))
@@ -564,13 +570,15 @@ def simulate_chunk(
     tasks = p.layout.tasks
     ready, begun, finish = ready[:, tasks], begun[:, tasks], finish[:, tasks]
     if profiles is not None:
+        names, owners = p.names, model.site_owners
         stage_times = np.stack([ready, begun, finish], axis=2)
         for i in range(min(stop, PROFILE_REPS) - start):
             k = counts[i]
             on_grid = levels_on_grid(np.column_stack([times[i, :k], levels[i, :k]]), profiles.grid)
+            rep = int(reps[i])
             world = [
-                (t, "hbm_allocated", p.names[site], model.site_owners[site], gb)
+                (rep, t, "hbm_allocated", names[site], owners[site], gb)
                 for t, site, gb in runs[i].hbm
             ]
-            profiles.add_parts(int(reps[i]), stage_times[i], on_grid, world)
+            profiles.add_parts(rep, stage_times[i], on_grid, world)
     return rows, stage_sums(p.layout, ready, begun, finish)

@@ -66,7 +66,7 @@ class Profiles:
         times = np.stack([run.ready[self.tasks], run.start[self.tasks], run.finish[self.tasks]],
                          axis=1)  # fmt: skip
         # the log's plain tuples, in WorldEvent field order: time, kind, subject, org, amount, ...
-        world = [e[:5] for e in run.log if e[1] in PROFILE_KINDS]
+        world = [(replication, *e[:5]) for e in run.log if e[1] in PROFILE_KINDS]
         self.add_parts(replication, times, capacity_on_grid(run, self.grid), world)
 
     def add_parts(
@@ -74,11 +74,11 @@ class Profiles:
     ) -> None:
         """Keep the profile of one replication given as its parts: the active stages' (ready,
         start, finish) rows, the capacity on :attr:`grid` and the notable world events as
-        (time, kind, subject, org, amount) tuples, in log order."""
+        (replication, time, kind, subject, org, amount) tuples, in log order."""
         self._replications.append(replication)
         self._times.append(times)
         self._capacity.append(capacity)
-        self._world.extend((replication, *e) for e in world)
+        self._world.extend(world)
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """The profiles as three long tables: ``stage_times``, ``capacity`` and ``world``."""
