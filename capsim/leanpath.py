@@ -2,16 +2,18 @@
 but without risks, agreements or permit, grid and power stages, in one tight event loop.
 
 The engine (:mod:`capsim.engine`) is general: SimPy events, resource objects, a logged world.
-Here the same replication is one function: a heap of ``(time, sequence, what, which)`` entries
-(the order SimPy gives simultaneous events: by time, then by when they were scheduled), counted
-joins, each pool a heap of priorities with a first-in first-out line per priority (strictly
-head of line, as :class:`capsim.resources.ResourcePool`), the HBM market a heap of orders by
-(tier, rank, order time, arrival) served from the common pool (as :class:`capsim.hbm.HbmMarket`
-without reserved shares), and only what rows, tallies and profiles read is recorded: stage times
-as arrays, capacity changes and HBM allocations. The handlers schedule the same events in the
-same order, with the same arithmetic, as the engine's, so that :func:`simulate_chunk` gives
-exactly the engine's rows, stage tallies and profiles. :func:`capsim.replications.run_chunk`
-uses it automatically when :func:`eligible`.
+Here the same replication is one function: a heap of ``(time, sequence, event)`` entries (the
+order SimPy gives simultaneous events: by time, then by when they were scheduled), counted joins,
+each pool a heap of priorities with a first-in first-out line per priority (strictly head of
+line, as :class:`capsim.resources.ResourcePool`), the HBM market's queue the same by (tier, rank)
+(orders of one tier and rank arrive in time order, so this is :class:`capsim.hbm.HbmMarket`'s
+order by tier, rank, order time and arrival) served from the common pool at each delivery, and
+only what rows, tallies and profiles read is recorded: stage times, capacity changes and HBM
+allocations. The handlers schedule the same events in the same order, with the same arithmetic,
+as the engine's, so that :func:`simulate_chunk` gives exactly the engine's rows, stage tallies
+and profiles. :func:`capsim.replications.run_chunk` uses it automatically when :func:`eligible`.
+A plain task that nothing waits for ends without being queued (it changes nothing else), but is
+counted among the events.
 
 Handled: ``task``, one- or many-phase ``construction`` and ``gpus`` stages (any of them needing
 pool units), sites starting at their start times, GPU generations available by tier, the HBM
@@ -249,8 +251,8 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     capacity = p.fleet[:]
     record = capacity.extend
     hbm_log: list[tuple[float, int, float]] = []
-    orders: list[tuple] = []  # the HBM queue: (tier, rank, time, arrival, tranche, GB)
-    arrival = count().__next__
+    order_levels: list[tuple[int, int]] = []  # the HBM queue: a heap of (tier, rank) with
+    order_lines: dict[tuple[int, int], deque] = {}  # a line of (tranche, GB) for each
     hbm_pool = 0.0
     hbm_next = 0
     hbm_woken = False
@@ -397,9 +399,15 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
             return
         if hbm_next < n_deliveries and hbm_times[hbm_next] <= now:
             catch_up()
-        tier, rank = tranche_priority[tranche]
-        push(orders, (tier, rank, now, arrival(), tranche, gb))
-        if orders[0][5] <= hbm_pool + eps:
+        # the market's order (tier, rank, order time, arrival): within a (tier, rank), orders
+        # arrive in time order, so a first-in first-out line per (tier, rank) keeps it
+        level = tranche_priority[tranche]
+        line = order_lines.get(level)
+        if line is None:
+            line = order_lines[level] = deque()
+            push(order_levels, level)
+        line.append((tranche, gb))
+        if order_lines[order_levels[0]][0][1] <= hbm_pool + eps:
             serve()
         if not hbm_woken:
             wake()
@@ -407,11 +415,17 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     def serve() -> None:
         nonlocal hbm_pool
         filled = []
-        while orders:
-            gb = orders[0][5]
+        while order_levels:
+            level = order_levels[0]
+            line = order_lines[level]
+            tranche, gb = line[0]
             if gb > hbm_pool + eps:
                 break
-            filled.append(pop(orders)[4])
+            line.popleft()
+            if not line:
+                del order_lines[level]
+                pop(order_levels)
+            filled.append(tranche)
             hbm_pool -= gb
         for tranche in filled:
             granted(tranche)
@@ -428,7 +442,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
 
     def wake() -> None:
         nonlocal hbm_woken
-        if hbm_woken or not orders or hbm_next >= n_deliveries:
+        if hbm_woken or not order_levels or hbm_next >= n_deliveries:
             return
         hbm_woken = True
         d = hbm_times[hbm_next] - now
