@@ -492,10 +492,12 @@ def startup(cfg: argparse.Namespace) -> dict:
 
 
 def profile(cfg: argparse.Namespace, top: int = 10) -> dict:
-    """cProfile of capsim's 50-site replication loop: the top functions by cumulative time."""
-    model = Model(capsim_scenario(50))
+    """cProfile of 50-site replications as capsim mc runs them (run_chunk): the top functions by
+    cumulative time."""
+    scenario = capsim_scenario(50)
+    run_chunk(scenario, None, SEED, 0, 1)
     profiler = cProfile.Profile()
-    profiler.runcall(capsim_loop, model, cfg.profile_reps)
+    profiler.runcall(run_chunk, scenario, None, SEED, 0, cfg.profile_reps)
     stream = io.StringIO()
     stats = pstats.Stats(profiler, stream=stream).sort_stats("cumulative")
     stats.print_stats(top + 8)  # the first rows are the loop itself
