@@ -210,13 +210,21 @@ def simulate(model: Model, values: np.ndarray) -> LeanRun:
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _simulate(plan(model), values.tolist())
+        return _simulate(plan(model), _delays(values).tolist())
     finally:
         if enabled:
             gc.enable()
 
 
+def _delays(values: np.ndarray) -> np.ndarray:
+    """Slot values as the engine's delays: negative (or NaN) ones are 0, as in its ``_at``.
+    Every slot the lean path reads is a delay (a duration, a construction's total, a
+    delivery), and a construction's phases of a negative total are all 0 as well."""
+    return np.fmax(values, 0.0)
+
+
 def _simulate(p: _Plan, values: list[float]) -> LeanRun:
+    """One replication; ``values`` are :func:`_delays`."""
     heap: list[tuple[float, int, int]] = []  # (time, sequence, code): SimPy's order
     push, pop = heapq.heappush, heapq.heappop
     sequence = count()
@@ -288,17 +296,17 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
             d = values[task]
             if quiet[task]:
                 eid()
-                if now + (d if d > 0 else 0.0) <= horizon:
-                    finish[task] = now + (d if d > 0 else 0.0)
+                if (t := now + d) <= horizon:
+                    finish[task] = t
             else:
-                push(heap, (now + (d if d > 0 else 0.0), eid(), task << 3 | _END))
+                push(heap, (now + d, eid(), task << 3 | _END))
         elif code == 1:
             total = values[task]
             phases = phases_of[task]
             phases_left[task] = phases
             for i in range(1, phases + 1):
                 d = total * i / phases
-                push(heap, (now + (d if d > 0 else 0.0), eid(), task << 3 | _PHASE))
+                push(heap, (now + d, eid(), task << 3 | _PHASE))
         else:
             tranche_left[task] = len(tranches_of[task])
             for tranche in tranches_of[task]:
@@ -337,10 +345,10 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
                     d = values[successor]
                     if mode == 2:  # quiet
                         eid()
-                        if now + (d if d > 0 else 0.0) <= horizon:
-                            finish[successor] = now + (d if d > 0 else 0.0)
+                        if (t := now + d) <= horizon:
+                            finish[successor] = t
                     else:
-                        push(heap, (now + (d if d > 0 else 0.0), eid(), successor << 3 | _END))
+                        push(heap, (now + d, eid(), successor << 3 | _END))
                 else:
                     acquire(successor)
         if site >= 0:  # a site whose MW come when its last stage ends
@@ -452,7 +460,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
         if market:
             hbm_log.append((now, tranche_site[tranche], bought[tranche][1]))
         d = values[tranche_slot[tranche]]
-        push(heap, (now + (d if d > 0 else 0.0), eid(), tranche << 3 | _DELIVERED))
+        push(heap, (now + d, eid(), tranche << 3 | _DELIVERED))
 
     def delivered(tranche: int) -> None:
         site = tranche_site[tranche]
@@ -474,7 +482,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
                 if plain[task]:  # acquire(task), inlined: a plain task has nothing to ask for
                     start[task] = now
                     d = values[task]
-                    push(heap, (now + (d if d > 0 else 0.0), eid(), task << 3 | _END))
+                    push(heap, (now + d, eid(), task << 3 | _END))
                 else:
                     acquire(task)
 
@@ -508,10 +516,10 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
                         d = values[successor]
                         if mode == 2:  # quiet
                             eid()
-                            if now + (d if d > 0 else 0.0) <= horizon:
-                                finish[successor] = now + (d if d > 0 else 0.0)
+                            if (t := now + d) <= horizon:
+                                finish[successor] = t
                         else:
-                            push(heap, (now + (d if d > 0 else 0.0), eid(), successor << 3 | _END))
+                            push(heap, (now + d, eid(), successor << 3 | _END))
                     else:
                         acquire(successor)
             if site >= 0:  # a site whose MW come when its last stage ends
@@ -552,7 +560,7 @@ def simulate_chunk(
     enabled = gc.isenabled()
     gc.disable()  # as the engine: many short-lived objects, no cycles worth chasing
     try:
-        runs = [_simulate(p, row) for row in values.tolist()]
+        runs = [_simulate(p, row) for row in _delays(values).tolist()]
     finally:
         if enabled:
             gc.enable()
