@@ -82,6 +82,8 @@ def _eligible(model: Model) -> bool:
         and not any(lease.active for lease in model.leases)
         and s.lab is None  # costs come from the event log
         and not any(reserved for _, reserved, _ in model.hbm_schedule)
+        # a task's duration is the slot of its own number (capsim.model lays them out so)
+        and all(task.slot == t for t, task in enumerate(model.tasks))
     )
 
 
@@ -112,8 +114,6 @@ class _Plan:
         self.capacity = [float(s.resources[name].capacity) for name in pools]
         self.kind = [KINDS.index(t.kind) if t.kind in KINDS else -1 for t in tasks]
         self.needs = [tuple((index[name], amount) for name, amount in t.needs) for t in tasks]
-        # a task's duration is the value of the slot of its own number (capsim.model)
-        assert all(t.slot == i for i, t in enumerate(tasks))
         self.site = [t.site for t in tasks]
         self.successors = [t.successors for t in tasks]
         self.plain = [t.kind == "task" and not t.needs for t in tasks]
