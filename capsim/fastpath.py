@@ -111,6 +111,9 @@ def chunk_rows(
     measures = {"mw": 0, "gpus": 1, "pflops": 2}
     for milestone in model.scenario.milestones:
         measure, target = milestone.measure
+        if not times.shape[1]:  # no capacity ever came online
+            times_of[milestone.column] = np.full(len(reps), np.nan)
+            continue
         hit = (levels[:, :, measures[measure]] >= target - 1e-9) & ~np.isnan(times)
         first = np.argmax(hit, axis=1)
         times_of[milestone.column] = np.where(

@@ -55,6 +55,12 @@ def test_a_horizon_that_cuts_the_benchmark_equals_the_engine() -> None:
     assert not rows["finished"].any() and rows["t_50MW"].isna().all()
 
 
+def test_no_capacity_by_the_horizon_equals_the_engine() -> None:
+    model = Model(parse_scenario(scenario_dict(10, horizon_days=100)))  # nothing built by then
+    rows = _assert_same(model, 2, 0, 20)
+    assert rows["t_10MW"].isna().all()
+
+
 def test_simulate_schedules_the_engines_events(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same events, and the same stage times, as the engine's SimPy events."""
     model = Model(parse_scenario(scenario_dict(20)))
@@ -150,8 +156,13 @@ def scenarios(draw: st.DrawFn) -> tuple[dict, str | None]:
               "needs": needs()},
     }  # fmt: skip
     if gpus_stage:
-        stages["g"] = {"kind": "gpus", "duration": _duration(draw), "after": ["b"],
-                       "needs": needs()}  # fmt: skip
+        # after construction, or alongside it: then delivered GPUs wait for its powered MW
+        stages["g"] = {
+            "kind": "gpus",
+            "duration": _duration(draw),
+            "after": draw(st.sampled_from([["b"], ["a"], []])),
+            "needs": needs(),
+        }
         stages["d"] = {"duration": _duration(draw), "after": ["g", "c"]}
     n = draw(st.integers(1, 6))
     later = draw(st.booleans())
