@@ -176,7 +176,14 @@ def capacity_on_grid(run: Run, times: np.ndarray, org: str | None = None) -> np.
     >>> capacity_on_grid(run, np.array([0.0, model.scenario.horizon]))[:, 0].tolist()
     [0.0, 1000.0]
     """
-    levels = np.vstack([np.zeros((1, 4)), perspective_levels(run, org)])
+    return levels_on_grid(perspective_levels(run, org), times)
+
+
+def levels_on_grid(levels: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """The (MW, GPUs, PFLOPS) of ``levels`` (rows of time and the three levels after each change,
+    as :func:`perspective_levels` gives them) at each of ``times``, counting changes at exactly
+    that time."""
+    levels = np.vstack([np.zeros((1, 4)), levels])
     # the last change at or before each time (the leading zero row covers earlier times)
     at = np.searchsorted(levels[1:, 0], np.asarray(times) + 1e-9, side="right")
     return levels[at, 1:]

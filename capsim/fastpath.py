@@ -73,31 +73,57 @@ def simulate_chunk(
     rows = _rows(model, reps, finish)
     tasks = model.active_tasks
     ready, finish = ready[:, tasks], finish[:, tasks]
-    return rows, stage_sums(TallyLayout(model), ready, ready, finish)  # a stage starts when ready
+    return rows, stage_sums(
+        TallyLayout.of(model), ready, ready, finish
+    )  # a stage starts when ready
 
 
 def _rows(model: Model, reps: np.ndarray, finish: np.ndarray) -> pd.DataFrame:
-    active = [info for info in model.sites if info.active]
-    online = np.stack(
-        [np.where(np.isnan(finish[:, list(i.tasks)]).any(axis=1), np.nan,
-                  np.nanmax(finish[:, list(i.tasks)], axis=1)) for i in active], axis=1
-    )  # fmt: skip
-    finished = ~np.isnan(finish[:, model.active_tasks]).any(axis=1)
-    rows = {"replication": reps, "failed": False, "error": "", "finished": finished}
+    online = _site_online(model, finish)
     # MW online over time: each site's MW at its online time, summed in time order
-    mw = np.array([i.spec.mw for i in active])
+    mw = np.array([i.spec.mw for i in model.sites if i.active])
     order = np.argsort(np.nan_to_num(online, nan=np.inf), axis=1, kind="stable")
     times = np.take_along_axis(online, order, axis=1)
-    levels = np.cumsum(np.where(np.isnan(times), 0.0, mw[order]), axis=1)
+    levels = np.zeros((*times.shape, 3))
+    levels[:, :, 0] = np.cumsum(np.where(np.isnan(times), 0.0, mw[order]), axis=1)
+    return chunk_rows(model, reps, finish, times, levels)
+
+
+def _site_online(model: Model, finish: np.ndarray) -> np.ndarray:
+    """When each active site came online (its last stage's finish; NaN if any did not finish),
+    by replication (rows) and active site (columns)."""
+    padded = np.concatenate([finish, np.full((len(finish), 1), -np.inf)], axis=1)
+    return padded[:, model.active_site_tasks].max(axis=2)  # NaN wins; -inf pads (Run too)
+
+
+def chunk_rows(
+    model: Model, reps: np.ndarray, finish: np.ndarray, times: np.ndarray, levels: np.ndarray
+) -> pd.DataFrame:
+    """Rows (the columns of :func:`capsim.replications.replication_row`) of replications that
+    have no costs (no perspective org) and no notable events, from arrays: ``finish``
+    (replications x tasks) and the perspective's capacity after each change, in log order:
+    ``times`` (replications x changes; NaN pads) and ``levels`` (replications x changes x
+    MW, GPUs, PFLOPS), the running sums :func:`capsim.capacity.perspective_levels` gives."""
+    online = _site_online(model, finish)
+    finished = ~np.isnan(finish[:, model.active_tasks]).any(axis=1)
+    head = pd.DataFrame({"replication": reps, "failed": False, "error": "", "finished": finished})
+    times_of: dict[str, np.ndarray] = {}  # the float columns, as one block (thousands of sites)
+    measures = {"mw": 0, "gpus": 1, "pflops": 2}
     for milestone in model.scenario.milestones:
-        hit = levels >= milestone.mw - 1e-9
+        measure, target = milestone.measure
+        if not times.shape[1]:  # no capacity ever came online
+            times_of[milestone.column] = np.full(len(reps), np.nan)
+            continue
+        hit = (levels[:, :, measures[measure]] >= target - 1e-9) & ~np.isnan(times)
         first = np.argmax(hit, axis=1)
-        rows[milestone.column] = np.where(
+        times_of[milestone.column] = np.where(
             hit.any(axis=1), times[np.arange(len(reps)), first], np.nan
         )
-    for k, info in enumerate(active):
-        rows[f"online:{info.spec.name}"] = online[:, k]
-    rows["t_all_online"] = np.where(np.isnan(online).any(axis=1), np.nan, online.max(axis=1))
-    for kind in _KIND_COUNTS:
-        rows[f"n_{kind}"] = 0
-    return pd.DataFrame(rows)
+    for k, info in enumerate(i for i in model.sites if i.active):
+        times_of[f"online:{info.spec.name}"] = online[:, k]
+    times_of["t_all_online"] = np.where(np.isnan(online).any(axis=1), np.nan, online.max(axis=1))
+    block = pd.DataFrame(np.column_stack(list(times_of.values())), columns=list(times_of))
+    counts = pd.DataFrame(
+        {f"n_{kind}": np.zeros(len(reps), dtype=np.int64) for kind in _KIND_COUNTS}
+    )
+    return pd.concat([head, block, counts], axis=1)

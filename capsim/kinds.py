@@ -10,7 +10,6 @@ import math
 from typing import TYPE_CHECKING
 
 from capsim.resources import Supply
-from capsim.world import NEWEST
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -165,16 +164,7 @@ class StageKinds:
 
     def _generation(self, org: str, wanted: str) -> tuple[str | None, float]:
         """The generation ``org`` gets now (None if none yet) and when to ask again."""
-        tier = self.model.org(org).tier
-        now = self.env._now
-        if wanted != NEWEST:
-            when = self.model.generation_time(wanted, tier)
-            return (wanted, now) if when <= now else (None, when)
-        times = self.model.generation_times(tier)
-        ready = [(t, name) for t, name in times if t <= now]
-        if ready:
-            return max(ready)[1], now
-        return None, min(t for t, _ in times)
+        return self.model.generation_at(org, wanted, self.env._now)
 
     def _order_tranche(self, key: tuple[int, int]) -> None:
         task, k = key

@@ -31,7 +31,7 @@ from capsim.errors import CapsimError, did_you_mean
 from capsim.graph import pipeline_graph, stage_order
 from capsim.schema import Scenario, Site, Stage
 from capsim.units import from_date
-from capsim.world import Org
+from capsim.world import NEWEST, Org
 
 __all__ = [
     "Blockage",
@@ -337,6 +337,19 @@ class Model:
             gens = self.scenario.generations.items()
             times = self._generation_times[tier] = [(g.available_to(tier), n) for n, g in gens]
         return times
+
+    def generation_at(self, org: str, wanted: str, now: float) -> tuple[str | None, float]:
+        """The generation ``org`` gets at ``now`` when it asks for ``wanted`` (a name or
+        ``newest``): (its name, ``now``), or (None, when to ask again) if none is available yet."""
+        tier = self.org(org).tier
+        if wanted != NEWEST:
+            when = self.generation_time(wanted, tier)
+            return (wanted, now) if when <= now else (None, when)
+        times = self.generation_times(tier)
+        ready = [(t, name) for t, name in times if t <= now]
+        if ready:
+            return max(ready)[1], now
+        return None, min(t for t, _ in times)
 
     @property
     def site_tasks(self) -> list[range]:

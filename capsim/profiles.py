@@ -63,12 +63,22 @@ class Profiles:
 
     def add(self, replication: int, run: Run) -> None:
         """Keep the profile of one replication."""
-        self._replications.append(replication)
-        self._times.append(np.stack([run.ready[self.tasks], run.start[self.tasks],
-                                     run.finish[self.tasks]], axis=1))  # fmt: skip
-        self._capacity.append(capacity_on_grid(run, self.grid))
+        times = np.stack([run.ready[self.tasks], run.start[self.tasks], run.finish[self.tasks]],
+                         axis=1)  # fmt: skip
         # the log's plain tuples, in WorldEvent field order: time, kind, subject, org, amount, ...
-        self._world.extend((replication, *e[:5]) for e in run.log if e[1] in PROFILE_KINDS)
+        world = [(replication, *e[:5]) for e in run.log if e[1] in PROFILE_KINDS]
+        self.add_parts(replication, times, capacity_on_grid(run, self.grid), world)
+
+    def add_parts(
+        self, replication: int, times: np.ndarray, capacity: np.ndarray, world: list[tuple]
+    ) -> None:
+        """Keep the profile of one replication given as its parts: the active stages' (ready,
+        start, finish) rows, the capacity on :attr:`grid` and the notable world events as
+        (replication, time, kind, subject, org, amount) tuples, in log order."""
+        self._replications.append(replication)
+        self._times.append(times)
+        self._capacity.append(capacity)
+        self._world.extend(world)
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """The profiles as three long tables: ``stage_times``, ``capacity`` and ``world``."""
@@ -76,16 +86,15 @@ class Profiles:
         n_tasks, n_points = len(self.tasks), len(self.grid)
         times = np.concatenate(self._times) if self._times else np.empty((0, 3))
         stage_times = pd.DataFrame(
-            {"replication": np.repeat(reps, n_tasks), "task": np.tile(self.tasks, len(reps))}
-        )
-        stage_times[["ready", "start", "finish"]] = times
-        capacity = pd.DataFrame(
-            {"replication": np.repeat(reps, n_points), "point": np.tile(np.arange(n_points),
-                                                                         len(reps))}
+            {"replication": np.repeat(reps, n_tasks), "task": np.tile(self.tasks, len(reps)),
+             "ready": times[:, 0], "start": times[:, 1], "finish": times[:, 2]}
         )  # fmt: skip
-        capacity[list(MEASURES)] = (
-            np.concatenate(self._capacity) if self._capacity else np.empty((0, 3))
-        )
+        levels = np.concatenate(self._capacity) if self._capacity else np.empty((0, 3))
+        capacity = pd.DataFrame(
+            {"replication": np.repeat(reps, n_points),
+             "point": np.tile(np.arange(n_points), len(reps)),
+             **{measure: levels[:, k] for k, measure in enumerate(MEASURES)}}
+        )  # fmt: skip
         world = pd.DataFrame(
             self._world, columns=["replication", "time", "kind", "subject", "org", "amount"]
         )

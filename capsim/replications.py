@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from capsim import fastpath
+from capsim import fastpath, leanpath
 from capsim.capacity import milestone_times
 from capsim.costs import cost_summary
 from capsim.model import Model, replication_rng
@@ -114,6 +114,14 @@ def run_chunk(
             tally.replications = stop - start
             for i in range(start, min(stop, PROFILE_REPS)):  # profiles need the engine's logs
                 profiles.add(i, model.run(model.draw(replication_rng(seed, i))))
+            return Chunk(rows, tally.frame(), profiles.frames(), None, None)
+    if leanpath.eligible(model) and not save_events:
+        try:
+            rows, tally.sums = leanpath.simulate_chunk(model, seed, start, stop, profiles)
+        except Exception:  # the engine runs them again and records what failed
+            tally, profiles = StageTally(model), Profiles(model)
+        else:
+            tally.replications = stop - start
             return Chunk(rows, tally.frame(), profiles.frames(), None, None)
     logs: dict[str, list] | None = {"stages": [], "world": []} if save_events else None
     rows = pd.DataFrame(

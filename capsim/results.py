@@ -85,7 +85,7 @@ def critical_chains(run: Run) -> tuple[set[int], set[int]]:
     >>> sorted(model.tasks[t].stage for t in last)
     ['commissioning', 'construction', 'permit_amendment']
     """
-    layout = TallyLayout(run.model)
+    layout = TallyLayout.of(run.model)
     on_site, on_last = critical_chains_batch(
         layout, run.ready[None, layout.tasks], run.finish[None, layout.tasks]
     )

@@ -10,6 +10,7 @@ one stage position at a time over all sites and replications at once.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,7 +25,16 @@ _BATCH_VALUES = 1 << 18  # times kept before a batch is reduced (2 MB)
 
 
 class TallyLayout:
-    """The active stages of a model as index tables for :func:`stage_sums` (built once)."""
+    """The active stages of a model as index tables for :func:`stage_sums` (built once per
+    model: :meth:`of`)."""
+
+    @classmethod
+    def of(cls, model: Model) -> TallyLayout:
+        """The layout of ``model``, built on first use."""
+        layout = _LAYOUTS.get(model)
+        if layout is None:
+            layout = _LAYOUTS[model] = cls(model)
+        return layout
 
     def __init__(self, model: Model) -> None:
         self.tasks = np.array(model.active_tasks, dtype=int)
@@ -50,6 +60,9 @@ class TallyLayout:
         self.by_position = [
             self.site_tasks[:, k][~self.padded[:, k]] for k in reversed(range(width))
         ]
+
+
+_LAYOUTS: weakref.WeakKeyDictionary[Model, TallyLayout] = weakref.WeakKeyDictionary()
 
 
 def stage_sums(
@@ -118,7 +131,7 @@ class StageTally:
 
     def __init__(self, model: Model) -> None:
         self.model = model
-        self._layout = TallyLayout(model)
+        self._layout = TallyLayout.of(model)
         self.tasks = self._layout.tasks
         # every stage active (the usual case): a run's arrays are taken whole, without indexing
         self._whole = len(self.tasks) == len(model.tasks)
@@ -176,7 +189,7 @@ def critical_chains(run: Run) -> tuple[set[int], set[int]]:
     >>> sorted(model.tasks[t].stage for t in last)
     ['commissioning', 'construction', 'permit_amendment']
     """
-    layout = TallyLayout(run.model)
+    layout = TallyLayout.of(run.model)
     tasks = layout.tasks
     on_site, on_last = critical_chains_batch(
         layout, run.ready[tasks][None], run.finish[tasks][None]

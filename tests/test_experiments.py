@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from capsim import experiments, fastpath, replications
+from capsim import experiments, fastpath, leanpath, replications
 from capsim.comparison import Comparison, compare
 from capsim.errors import CapsimError
 from capsim.executors import DaskExecutor, LocalExecutor
@@ -421,6 +421,7 @@ def fail_replication(monkeypatch, bad: int) -> None:
         return real(seed, replication)
 
     monkeypatch.setattr(replications, "replication_rng", rng)
+    monkeypatch.setattr(leanpath, "replication_rng", rng)  # it falls back to the engine
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -487,6 +488,7 @@ def test_a_failing_replication_is_recorded_on_the_fast_path(precedence_only, mon
         return real(seed, replication)
 
     monkeypatch.setattr(fastpath, "replication_rng", rng)
+    monkeypatch.setattr(leanpath, "replication_rng", rng)
     monkeypatch.setattr(replications, "replication_rng", rng)
     result = monte_carlo(precedence_only, reps=10, seed=1)
     assert list(result.failed["replication"]) == [3]
