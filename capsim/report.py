@@ -221,7 +221,7 @@ class Report:
                 f"month over {self._profiled()} replications: the line is the median, the "
                 "band holds 80% of the replications. Buttons switch the measure."
             )
-            + _chart(fan_chart(bands, self.scenario.milestones))
+            + _chart(fan_chart(bands, self.scenario.milestones), "capacity")
         )
 
     def _milestones(self) -> str:
@@ -249,7 +249,7 @@ class Report:
                 "Distribution of each milestone's date over replications. The cumulative "
                 "curve stops below 100% when some replications never reached it."
             )
-            + _chart(milestone_chart(frames, reps))
+            + _chart(milestone_chart(frames, reps), "milestones")
         )
 
     def _gantt(self) -> str:
@@ -277,14 +277,14 @@ class Report:
                 "pauses, delays, refusals, cancellations and transfers; dotted lines are GPU "
                 "generations reaching each customer tier. Hover for dates."
             )
-            + _chart(one)
+            + _chart(one, "gantt-run")
             + _note(
                 f"Over {self._profiled()} replications: the pale bands hold 80% of each "
                 "stage's start and finish dates; the bar runs from the median start to the "
                 "median finish. A band that reaches the right edge did not finish by the "
                 "horizon in more than 10% of the replications."
             )
-            + _chart(banded)
+            + _chart(banded, "gantt-bands")
         )
 
     def _critical(self) -> str:
@@ -325,7 +325,7 @@ class Report:
                 "risk's occurrence, a permit refusal, the energy price) with the milestone's "
                 "date; red makes it later, blue earlier. A milestone not reached ranks last."
             )
-            + _chart(tornado_chart(series))
+            + _chart(tornado_chart(series), "tornado")
         )
 
     def _costs(self) -> str:
@@ -346,7 +346,7 @@ class Report:
                 "value): CapEx when facilities, on-site power and GPUs come online; OpEx "
                 "for energy and lease payments."
             ),
-            _chart(cost_chart(means)),
+            _chart(cost_chart(means), "costs"),
         ]
         for name, result in self._named():
             costs = result.costs.copy()
@@ -371,7 +371,7 @@ class Report:
                 "HBM allocated to each buyer since the start (mean over replications): "
                 "reserved shares first, then the common pool by tier and order date."
             )
-            + _chart(hbm_chart(tables))
+            + _chart(hbm_chart(tables), "hbm")
         )
 
     def _events(self) -> str:
@@ -603,16 +603,16 @@ def _cell(value: object, label: str, dated: bool) -> str:
     return str(value)
 
 
-def _chart(figure) -> str:
-    return (
-        "<div class='chart'>"
-        + figure.to_html(
-            full_html=False,
-            include_plotlyjs=False,
-            config={"displaylogo": False, "responsive": True},
-        )
-        + "</div>"
+def _chart(figure, key: str) -> str:
+    """A figure as a <div> (plotly.js is in the page's head); a fixed id per chart, so that the
+    same inputs give the same file, byte for byte, but for the time it was generated."""
+    html_div = figure.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=f"chart-{key}",
+        config={"displaylogo": False, "responsive": True},
     )
+    return f"<div class='chart'>{html_div}</div>"
 
 
 def build_report(

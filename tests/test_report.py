@@ -273,3 +273,10 @@ def test_help_has_an_example(command: str) -> None:
     result = capsim(command, "--help")
     assert result.returncode == 0
     assert f"capsim {command} scenarios/stargate-pivot.yaml" in " ".join(result.stdout.split())
+
+
+def test_the_same_inputs_give_the_same_report_whatever_the_workers() -> None:
+    scenario = load_scenario(SCENARIOS / "greenfield-campus.yaml")
+    pages = [build_report(scenario, reps=12, seed=3, workers=w).html() for w in (1, 2)]
+    stamp = re.compile(r"generated [0-9: -]+UTC")
+    assert stamp.sub("", pages[0]) == stamp.sub("", pages[1])
