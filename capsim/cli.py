@@ -576,7 +576,7 @@ def gantt(
         layout = gantt_layout(stages, events, horizon) if reps == 1 else band_layout(stages)
         colors = stage_colors(list(dict.fromkeys(stages["stage"])))
         chart = gantt_chart(layout, colors, title, availability(scenario))
-        write_file(out, lambda path: chart.write_html(path, include_plotlyjs=True))
+        write_file(out, lambda path: chart.write_html(path, include_plotlyjs=True, div_id="gantt"))
     else:
         figure = (gantt_figure(stages, title, horizon, events, scenario) if reps == 1
                   else band_figure(stages, title, scenario))  # fmt: skip
