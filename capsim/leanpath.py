@@ -115,14 +115,14 @@ class _Plan:
         self.kind = [KINDS.index(t.kind) if t.kind in KINDS else -1 for t in tasks]
         self.needs = [tuple((index[name], amount) for name, amount in t.needs) for t in tasks]
         self.site = [t.site for t in tasks]
-        self.successors = [t.successors for t in tasks]
-        self.plain = [t.kind == "task" and not t.needs for t in tasks]
-        # a plain task that nothing waits for, at a site whose MW come from construction: its
-        # end changes nothing else, so it is not queued (but counted as the engine's event)
+        # a plain task (no needs) that nothing waits for, at a site whose MW come from
+        # construction: its end changes nothing else, so it is not queued (but counted as the
+        # engine's event)
         self.quiet = [
-            plain and not t.successors and model.sites[t.site].has_construction
-            for plain, t in zip(self.plain, tasks, strict=True)
-        ]
+            t.kind == "task" and not t.needs and not t.successors
+            and model.sites[t.site].has_construction
+            for t in tasks
+        ]  # fmt: skip
         self.priority = model.task_priority
         self.pending = list(model.pending)
         self.phases = [t.spec.phases if t.kind == "construction" else 0 for t in tasks]
@@ -181,12 +181,10 @@ class _Plan:
                 g = s.generations[gen]
                 self.fleet.extend((0.0, gpus * g.power_kw / 1000, gpus, g.pflops))
         self.layout = TallyLayout.of(model)
-        # what a task's end reads, in one tuple: its needs, its successors with how each starts
-        # (0: through acquire, 1: plain, 2: plain and quiet) and its site if the site's MW come
-        # when its last stage ends (no construction stage), else -1
-        mode = [2 if q else 1 if pl else 0 for pl, q in zip(self.plain, self.quiet, strict=True)]
+        # what a task's end reads, in one tuple: its needs, its successors and its site if the
+        # site's MW come when its last stage ends (no construction stage), else -1
         self.ends = [
-            (self.needs[t], tuple((u, mode[u]) for u in task.successors),
+            (self.needs[t], tuple(task.successors),
              -1 if sites[task.site].has_construction else task.site)
             for t, task in enumerate(tasks)
         ]  # fmt: skip
@@ -235,7 +233,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     pending = p.pending[:]
     next_need = [0] * n
     kind, needs, task_site = p.kind, p.needs, p.site
-    priority, ends, quiet, plain = p.priority, p.ends, p.quiet, p.plain
+    priority, ends, quiet = p.priority, p.ends, p.quiet
     horizon = p.horizon
     eps = _EPS
     available = p.capacity[:]
@@ -336,21 +334,11 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
                 available[q] += amount
                 if levels[q]:
                     dispatch(q)
-        for successor, mode in followers:
+        for successor in followers:
             pending[successor] -= 1
             if pending[successor] == 0:
                 ready[successor] = now
-                if mode:  # acquire(successor), inlined: a plain task has nothing to ask for
-                    start[successor] = now
-                    d = values[successor]
-                    if mode == 2:  # quiet
-                        eid()
-                        if (t := now + d) <= horizon:
-                            finish[successor] = t
-                    else:
-                        push(heap, (now + d, eid(), successor << 3 | _END))
-                else:
-                    acquire(successor)
+                acquire(successor)
         if site >= 0:  # a site whose MW come when its last stage ends
             site_left[site] -= 1
             if site_left[site] == 0:
@@ -479,12 +467,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
         for task in p.site_tasks[site]:
             if pending[task] == 0:
                 ready[task] = now
-                if plain[task]:  # acquire(task), inlined: a plain task has nothing to ask for
-                    start[task] = now
-                    d = values[task]
-                    push(heap, (now + d, eid(), task << 3 | _END))
-                else:
-                    acquire(task)
+                acquire(task)
 
     if p.starts_now:
         for site in p.active:
@@ -499,33 +482,8 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
         if now > horizon:  # the engine stops before it
             break
         what, which = code & 7, code >> 3
-        if what == end:  # complete(which), inlined for the commonest event
-            finish[which] = now
-            wants, followers, site = ends[which]
-            if wants:  # give back everything it holds
-                for q, amount in wants:
-                    available[q] += amount
-                    if levels[q]:
-                        dispatch(q)
-            for successor, mode in followers:
-                pending[successor] -= 1
-                if pending[successor] == 0:
-                    ready[successor] = now
-                    if mode:  # acquire(successor), inlined: a plain task has nothing to ask for
-                        start[successor] = now
-                        d = values[successor]
-                        if mode == 2:  # quiet
-                            eid()
-                            if (t := now + d) <= horizon:
-                                finish[successor] = t
-                        else:
-                            push(heap, (now + d, eid(), successor << 3 | _END))
-                    else:
-                        acquire(successor)
-            if site >= 0:  # a site whose MW come when its last stage ends
-                site_left[site] -= 1
-                if site_left[site] == 0:
-                    build(site, site_mw[site])
+        if what == end:
+            complete(which)
         elif what == phase:
             site = task_site[which]
             build(site, site_mw[site] / phases_of[which])
