@@ -179,26 +179,21 @@ def gantt_layout(
                         "detail": detail,
                     }
                 )
+    return _layout(bars, rows, marks, stages)
+
+
+_BAR_COLUMNS = ["panel", "row", "y", "height", "stage", "open", "faded", "critical", "kind",
+                "begin", "end"]  # fmt: skip
+_MARK_COLUMNS = ["panel", "row", "date", "kind", "detail"]
+
+
+def _layout(bars: list[dict], rows: list[pd.DataFrame], marks: list[dict], table) -> Layout:
+    """The :class:`Layout` of bars, rows and marks laid out from ``table``."""
     return Layout(
-        pd.DataFrame(
-            bars,
-            columns=[
-                "panel",
-                "row",
-                "y",
-                "height",
-                "stage",
-                "open",
-                "faded",
-                "critical",
-                "kind",
-                "begin",
-                "end",
-            ],
-        ),
+        pd.DataFrame(bars, columns=_BAR_COLUMNS),
         pd.concat(rows, ignore_index=True),
-        pd.DataFrame(marks, columns=["panel", "row", "date", "kind", "detail"]),
-        [p for p, _ in _panels(stages)],
+        pd.DataFrame(marks, columns=_MARK_COLUMNS),
+        [p for p, _ in _panels(table)],
     )
 
 
@@ -248,27 +243,7 @@ def band_layout(bands: pd.DataFrame) -> Layout:
                         "open": pd.isna(end),
                     }
                 )
-    return Layout(
-        pd.DataFrame(
-            bars,
-            columns=[
-                "panel",
-                "row",
-                "y",
-                "height",
-                "stage",
-                "open",
-                "faded",
-                "critical",
-                "kind",
-                "begin",
-                "end",
-            ],
-        ),
-        pd.concat(rows, ignore_index=True),
-        pd.DataFrame(columns=["panel", "row", "date", "kind", "detail"]),
-        [p for p, _ in _panels(bands)],
-    )
+    return _layout(bars, rows, [], bands)
 
 
 def availability(scenario: Scenario) -> pd.DataFrame:
