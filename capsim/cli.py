@@ -6,8 +6,9 @@ Heavy modules (numpy, pandas, matplotlib, simpy) are imported inside the command
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -26,6 +27,7 @@ from capsim.outputs import (
 )
 
 if TYPE_CHECKING:
+    from capsim.executors import Executor
     from capsim.schema import Scenario
 
 app = typer.Typer(
@@ -188,26 +190,21 @@ def mc(
     if out is not None:
         check_out(out)  # before any work; the default folder's parents are created
     out = out or _default_out("capsim-mc", scenario.name, strategy, seed)
-    executor = _executor(dask, workers)
-    try:
-        with progress_bar() as bar:
-            task = bar.add_task("replications", total=reps)
-            result = monte_carlo(
-                scenario,
-                reps=reps,
-                seed=seed,
-                strategy=strategy,
-                workers=workers,
-                executor=executor,
-                out=out,
-                by=dates,
-                until_stable=tolerance,
-                save_events=save_events,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
-    finally:
-        if executor is not None:
-            executor.close()
+    with _executor(dask, workers) as executor, progress_bar() as bar:
+        task = bar.add_task("replications", total=reps)
+        result = monte_carlo(
+            scenario,
+            reps=reps,
+            seed=seed,
+            strategy=strategy,
+            workers=workers,
+            executor=executor,
+            out=out,
+            by=dates,
+            until_stable=tolerance,
+            save_events=save_events,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     milestones, costs = result.milestones, result.costs
     stages, sensitivity = result.stages, result.sensitivity()
     tables = {
@@ -306,22 +303,17 @@ def compare(
     if out is not None:
         check_out(out)  # before any work; the default folder's parents are created
     out = out or _default_out("capsim-compare", scenario.name, None, seed)
-    executor = _executor(dask, workers)
-    try:
-        with progress_bar() as bar:
-            result = run_comparison(
-                scenario,
-                strategies=names,
-                reps=reps,
-                seed=seed,
-                workers=workers,
-                executor=executor,
-                out=out,
-                progress=_progress(bar),
-            )
-    finally:
-        if executor is not None:
-            executor.close()
+    with _executor(dask, workers) as executor, progress_bar() as bar:
+        result = run_comparison(
+            scenario,
+            strategies=names,
+            reps=reps,
+            seed=seed,
+            workers=workers,
+            executor=executor,
+            out=out,
+            progress=_progress(bar),
+        )
     side, diffs, wins = result.side_by_side, result.differences, result.wins
     tables = {"side_by_side": side, "differences": diffs, "wins": wins}
     writers = table_writers(tables, fmt, index={"side_by_side": "strategy", "wins": "measure"})
@@ -429,13 +421,20 @@ def _default_out(root: str, scenario: str, strategy: str | None, seed: int) -> P
     return Path(root) / f"{scenario}{f'-{strategy}' if strategy else ''}-seed{seed}"
 
 
-def _executor(dask: str | None, workers: int):
-    """A Dask executor shared by several experiments, or None for local workers."""
+@contextlib.contextmanager
+def _executor(dask: str | None, workers: int) -> Iterator[Executor | None]:
+    """A Dask executor shared by the experiments of a command, closed after them; None for
+    local workers."""
     if dask is None:
-        return None
+        yield None
+        return
     from capsim.executors import DaskExecutor
 
-    return DaskExecutor(dask, workers=max(workers, 2))
+    executor = DaskExecutor(dask, workers=max(workers, 2))
+    try:
+        yield executor
+    finally:
+        executor.close()
 
 
 def _parse_date(text: str, option: str):
@@ -496,20 +495,15 @@ def report(
         ["capsim", "report", *([str(file)] if file else []), "--reps", str(reps),
          "--seed", str(seed), *(["--strategies", ",".join(names)] if names else [])]
     )  # fmt: skip
-    executor = _executor(dask, workers)
-    try:
-        with progress_bar() as bar:
-            built = build_report(scenario, reps=reps, seed=seed, strategies=names,
-                                 workers=workers, executor=executor, command=command,
-                                 progress=_progress(bar))  # fmt: skip
-    finally:
-        if executor is not None:
-            executor.close()
+    with _executor(dask, workers) as executor, progress_bar() as bar:
+        built = build_report(scenario, reps=reps, seed=seed, strategies=names,
+                             workers=workers, executor=executor, command=command,
+                             progress=_progress(bar))  # fmt: skip
     page = built.html()
     write_file(out, lambda path: path.write_text(page, encoding="utf-8"))
     console.print(
         f"Wrote [bold]{out}[/bold] ({len(page) / 1e6:.1f} MB): {scenario.name}, "
-        f"{', '.join(built._names)}; {reps} replications each, seed {seed}"
+        f"{', '.join(built.names)}; {reps} replications each, seed {seed}"
     )
 
 

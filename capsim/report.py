@@ -91,7 +91,8 @@ class Report:
         ]
 
     @property
-    def _names(self) -> list[str]:
+    def names(self) -> list[str]:
+        """The strategies' names as the report shows them."""
         return [_label(name) for name in self.results]
 
     def _header(self) -> str:
@@ -118,7 +119,7 @@ class Report:
         return (
             f"<h1>{html.escape(s.name)}</h1>"
             + (f"<p>{html.escape(s.description)}</p>" if s.description else "")
-            + f"<p class='meta'>strategies: {html.escape(', '.join(self._names))}"
+            + f"<p class='meta'>strategies: {html.escape(', '.join(self.names))}"
             f" · {n:,} replications each · seed {self.seed} · {s.start:%Y-%m-%d} to "
             f"{end:%Y-%m-%d} · capsim {__version__} · generated "
             f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC</p><nav>{links}</nav>"
@@ -177,7 +178,7 @@ class Report:
     def _comparison(self) -> str:
         out = ["<h2 id='comparison'>Strategies side by side</h2>"]
         if len(self.results) > 1:
-            comparison = Comparison(dict(zip(self._names, self.results.values(), strict=True)))
+            comparison = Comparison(dict(self._named()))
             out.append(
                 _note(
                     "Milestone dates (P50 and P90 over replications; 'reached': the "
@@ -204,7 +205,7 @@ class Report:
                 )
             )
             out.append(_table(comparison.wins.map("{:.0%}".format).rename_axis("measure")))
-        for name, result in zip(self._names, self.results.values(), strict=True):
+        for name, result in self._named():
             out.append(f"<h3>Milestones: {html.escape(name)}</h3>")
             out.append(_table(result.milestones.rename_axis("milestone")))
         return "".join(out)
@@ -481,7 +482,7 @@ class Report:
     # -- helpers ---------------------------------------------------------------------------------
 
     def _named(self) -> list[tuple[str, MonteCarloResult]]:
-        return list(zip(self._names, self.results.values(), strict=True))
+        return list(zip(self.names, self.results.values(), strict=True))
 
     def _profiled(self) -> int:
         return next(iter(self.results.values())).profiled
