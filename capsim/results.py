@@ -17,7 +17,7 @@ import pandas as pd
 
 from capsim.engine import Run, WorldEvent
 from capsim.schema import Scenario
-from capsim.tally import TallyLayout, critical_chains_batch
+from capsim.tally import critical_chains
 from capsim.units import DAYS_PER
 
 
@@ -37,7 +37,7 @@ def stage_table(run: Run) -> pd.DataFrame:
     ``wait`` is start - ready (time spent queueing for resources, up to the horizon for a stage
     still waiting); ``status`` is ``done``, ``running``, ``waiting`` or ``cancelled`` at the
     horizon; ``critical`` marks the stages on the chain that decided when their site came online
-    (see :func:`critical_chains`).
+    (see :func:`capsim.tally.critical_chains`).
     """
     model = run.model
     ids = model.active_tasks
@@ -71,25 +71,6 @@ def stage_table(run: Run) -> pd.DataFrame:
     for column in ("ready", "start", "finish", "stop"):
         df[f"{column}_date"] = to_dates(run, df[column])
     return df
-
-
-def critical_chains(run: Run) -> tuple[set[int], set[int]]:
-    """The stages that decided when each site came online (walking back from its last stage
-    through the predecessor that finished last), and the chain of the last site to come online:
-    :func:`capsim.tally.critical_chains_batch` for one run.
-
-    >>> from capsim.loader import load_scenario, shipped_scenario
-    >>> from capsim.model import Model
-    >>> model = Model(load_scenario(shipped_scenario("greenfield-campus")))
-    >>> sites, last = critical_chains(model.run(model.mean_durations()))
-    >>> sorted(model.tasks[t].stage for t in last)
-    ['commissioning', 'construction', 'permit_amendment']
-    """
-    layout = TallyLayout.of(run.model)
-    on_site, on_last = critical_chains_batch(
-        layout, run.ready[None, layout.tasks], run.finish[None, layout.tasks]
-    )
-    return set(layout.tasks[on_site[0]].tolist()), set(layout.tasks[on_last[0]].tolist())
 
 
 def site_table(

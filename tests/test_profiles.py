@@ -19,7 +19,8 @@ from capsim.experiments import monte_carlo
 from capsim.loader import parse_scenario
 from capsim.model import Model, replication_rng
 from capsim.profiles import capacity_bands, event_shares, hbm_by_buyer, stage_bands
-from capsim.results import critical_chains, stage_table
+from capsim.results import stage_table
+from capsim.tally import critical_chains
 
 # Stage a (40 days), then b (20 days): the 10 MW site is online on day 60, 2026-03-02.
 CHAIN = {
