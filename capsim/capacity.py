@@ -154,8 +154,13 @@ def milestone_times(
     """The first model time each milestone is reached (NaN if never by the horizon), for the
     capacity of :func:`perspective_levels`. This runs once per Monte Carlo replication."""
     milestones = run.model.scenario.milestones if milestones is None else milestones
+    return first_reached(perspective_levels(run, org), milestones)
+
+
+def first_reached(levels: np.ndarray, milestones: list[Milestone]) -> dict[Milestone, float]:
+    """The first time each milestone is reached (NaN if never) in ``levels``, rows of time, MW,
+    GPUs and PFLOPS as :func:`perspective_levels` gives them."""
     out = dict.fromkeys(milestones, math.nan)
-    levels = perspective_levels(run, org)
     column = {"mw": 1, "gpus": 2, "pflops": 3}
     for m in milestones:
         measure, target = m.measure

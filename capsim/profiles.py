@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from capsim.capacity import capacity_on_grid
+from capsim.capacity import levels_on_grid, perspective_levels
 from capsim.model import Model
 from capsim.records import Run
 from capsim.results import to_dates
@@ -61,13 +61,15 @@ class Profiles:
         self._capacity: list[np.ndarray] = []
         self._world: list[tuple] = []
 
-    def add(self, replication: int, run: Run) -> None:
-        """Keep the profile of one replication."""
+    def add(self, replication: int, run: Run, levels: np.ndarray | None = None) -> None:
+        """Keep the profile of one replication; ``levels`` are its
+        :func:`~capsim.capacity.perspective_levels`, if they are at hand already."""
         times = np.stack([run.ready[self.tasks], run.start[self.tasks], run.finish[self.tasks]],
                          axis=1)  # fmt: skip
         # the log's plain tuples, in WorldEvent field order: time, kind, subject, org, amount, ...
         world = [(replication, *e[:5]) for e in run.log if e[1] in PROFILE_KINDS]
-        self.add_parts(replication, times, capacity_on_grid(run, self.grid), world)
+        levels = perspective_levels(run) if levels is None else levels
+        self.add_parts(replication, times, levels_on_grid(levels, self.grid), world)
 
     def add_parts(
         self, replication: int, times: np.ndarray, capacity: np.ndarray, world: list[tuple]

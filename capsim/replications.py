@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from capsim import fastpath, leanpath
-from capsim.capacity import milestone_times
+from capsim.capacity import first_reached, perspective_levels
 from capsim.costs import cost_summary
 from capsim.model import Model, replication_rng
 from capsim.profiles import PROFILE_REPS, Profiles
@@ -52,7 +52,8 @@ def replication_row(
     try:
         run = model.run(model.draw(replication_rng(seed, replication)))
         row["finished"] = run.finished
-        for milestone, t in milestone_times(run).items():
+        levels = perspective_levels(run)  # for the milestones and the profile
+        for milestone, t in first_reached(levels, model.scenario.milestones).items():
             row[milestone.column] = t
         online = run.site_online().tolist()
         for info, t in zip((i for i in model.sites if i.active), online, strict=True):
@@ -71,7 +72,7 @@ def replication_row(
         if tally is not None:
             tally.add(run)
         if profiles is not None and replication < PROFILE_REPS:
-            profiles.add(replication, run)
+            profiles.add(replication, run, levels)
         if logs is not None:
             logs["stages"].extend((replication, *record) for record in run.events())
             logs["world"].extend((replication, *event) for event in run.world)
