@@ -14,6 +14,7 @@ folder skips the chunks already there.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -51,12 +52,17 @@ class MonteCarloResult:
     #: profiles of the first PROFILE_REPS replications (capsim.profiles): stage_times, ...
     profiles: dict[str, pd.DataFrame] = field(default_factory=dict)
 
+    @functools.cached_property
+    def model(self) -> Model:
+        """The compiled model of the scenario and strategy (built once)."""
+        return Model(self.scenario, self.strategy)
+
     @property
     def stages(self) -> pd.DataFrame:
         """Per site x stage: mean and standard deviation of its wait and duration (over the
         replications in which it finished), and its criticality index: the share of replications
         in which it lay on the chain that decided its site's online date, and the last site's."""
-        model = Model(self.scenario, self.strategy)
+        model = self.model
         sums = self.stage_sums
         n = sums["n"].replace(0, np.nan)
         out = pd.DataFrame(
@@ -84,7 +90,7 @@ class MonteCarloResult:
         never reached ranks last."""
         from scipy import stats
 
-        model = Model(self.scenario, self.strategy)
+        model = self.model
         ok = self.succeeded.head(max_reps)
         keep = [
             k for k, inp in enumerate(model.inputs)
@@ -129,27 +135,22 @@ class MonteCarloResult:
     @property
     def stage_bands(self) -> pd.DataFrame:
         """Per site x stage: P10/P50/P90 of its start and finish (the probabilistic Gantt)."""
-        return profiles.stage_bands(Model(self.scenario, self.strategy),
-                                    self.profiles["stage_times"])  # fmt: skip
+        return profiles.stage_bands(self.model, self.profiles["stage_times"])
 
     @property
     def capacity_bands(self) -> pd.DataFrame:
         """Per month: P10/P50/P90 and mean of MW, GPUs and PFLOPS online (the capacity fan)."""
-        return profiles.capacity_bands(
-            Model(self.scenario, self.strategy), self.profiles["capacity"]
-        )
+        return profiles.capacity_bands(self.model, self.profiles["capacity"])
 
     @property
     def hbm_by_buyer(self) -> pd.DataFrame:
         """Mean GB of HBM allocated to each buyer per HBM period (empty without a market)."""
-        model = Model(self.scenario, self.strategy)
-        return profiles.hbm_by_buyer(model, self.profiles["world"], self.profiled)
+        return profiles.hbm_by_buyer(self.model, self.profiles["world"], self.profiled)
 
     @property
     def event_shares(self) -> pd.DataFrame:
         """Per kind of notable event and subject: share of replications, median first date."""
-        model = Model(self.scenario, self.strategy)
-        return profiles.event_shares(model, self.profiles["world"], self.profiled)
+        return profiles.event_shares(self.model, self.profiles["world"], self.profiled)
 
     @property
     def failed(self) -> pd.DataFrame:
