@@ -12,7 +12,6 @@ dates; money is in USD bn; capacity in MW, GPUs or PFLOPS.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -444,13 +443,3 @@ def hbm_chart(hbm: dict[str, pd.DataFrame]) -> go.Figure:
         yaxis={"title": "TB allocated (cumulative)"},
     )
     return _selector(fig, groups)
-
-
-def nice_number(value: float) -> str:
-    """A number for a table cell: thousands separated, sensible precision, blank for NaN."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    magnitude = abs(value)
-    if magnitude >= 100 or float(value).is_integer():
-        return f"{value:,.0f}"
-    return f"{value:,.2f}" if magnitude >= 1 else f"{value:.3g}"

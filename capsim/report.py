@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from capsim import __version__
+from capsim import __version__, charts
 from capsim.comparison import Comparison, compare
 from capsim.executors import Executor
 from capsim.experiments import MonteCarloResult, monte_carlo
@@ -211,8 +211,6 @@ class Report:
         return "".join(out)
 
     def _capacity(self) -> str:
-        from capsim.charts import fan_chart
-
         bands = {n: r.capacity_bands for n, r in self._named() if r.profiles}
         who = self.scenario.lab or "all orgs' own sites"
         return (
@@ -222,12 +220,10 @@ class Report:
                 f"month over {self._profiled()} replications: the line is the median, the "
                 "band holds 80% of the replications. Buttons switch the measure."
             )
-            + _chart(fan_chart(bands, self.scenario.milestones), "capacity")
+            + _chart(charts.fan_chart(bands, self.scenario.milestones), "capacity")
         )
 
     def _milestones(self) -> str:
-        from capsim.charts import milestone_chart
-
         labels = {m.column: m.label for m in self.scenario.milestones}
         labels["t_all_online"] = "all sites online"
         dates, reps = {}, {}
@@ -250,20 +246,18 @@ class Report:
                 "Distribution of each milestone's date over replications. The cumulative "
                 "curve stops below 100% when some replications never reached it."
             )
-            + _chart(milestone_chart(frames, reps), "milestones")
+            + _chart(charts.milestone_chart(frames, reps), "milestones")
         )
 
     def _gantt(self) -> str:
-        from capsim.charts import gantt_chart
-
         stages, events = run_stage_tables(self.scenario, list(self.results), self.seed, 0)
         colors = stage_colors(list(dict.fromkeys(stages["stage"])))
         lines = availability(self.scenario)
         horizon = to_dates(self.scenario, [self.scenario.horizon]).iloc[0]
         title = "One replication (#0 of the seed), by site and stage"
-        one = gantt_chart(gantt_layout(stages, events, horizon), colors, title, lines)
+        one = charts.gantt_chart(gantt_layout(stages, events, horizon), colors, title, lines)
         bands = band_table(self.results)
-        banded = gantt_chart(
+        banded = charts.gantt_chart(
             band_layout(bands),
             colors,
             "Start and finish of every stage: P10-P90 bands, P50 bar",
@@ -306,8 +300,6 @@ class Report:
         return "".join(out)
 
     def _sensitivity(self) -> str:
-        from capsim.charts import tornado_chart
-
         series = {}
         for name, result in self._named():
             table = result.sensitivity()
@@ -326,12 +318,10 @@ class Report:
                 "risk's occurrence, a permit refusal, the energy price) with the milestone's "
                 "date; red makes it later, blue earlier. A milestone not reached ranks last."
             )
-            + _chart(tornado_chart(series), "tornado")
+            + _chart(charts.tornado_chart(series), "tornado")
         )
 
     def _costs(self) -> str:
-        from capsim.charts import cost_chart
-
         if self.scenario.lab is None:
             return "<h2 id='costs'>Costs</h2><p>The scenario has no perspective org.</p>"
         means = pd.DataFrame(
@@ -347,7 +337,7 @@ class Report:
                 "value): CapEx when facilities, on-site power and GPUs come online; OpEx "
                 "for energy and lease payments."
             ),
-            _chart(cost_chart(means), "costs"),
+            _chart(charts.cost_chart(means), "costs"),
         ]
         for name, result in self._named():
             costs = result.costs.copy()
@@ -361,8 +351,6 @@ class Report:
         return "".join(out)
 
     def _hbm(self) -> str:
-        from capsim.charts import hbm_chart
-
         if self.scenario.hbm is None:
             return "<h2 id='hbm'>HBM</h2><p>The scenario has no HBM market.</p>"
         tables = {n: r.hbm_by_buyer for n, r in self._named() if r.profiles}
@@ -372,7 +360,7 @@ class Report:
                 "HBM allocated to each buyer since the start (mean over replications): "
                 "reserved shares first, then the common pool by tier and order date."
             )
-            + _chart(hbm_chart(tables), "hbm")
+            + _chart(charts.hbm_chart(tables), "hbm")
         )
 
     def _events(self) -> str:
@@ -588,9 +576,19 @@ def _table(table: pd.DataFrame, index: bool = True, by_row: bool = False) -> str
     return shown.to_html(index=index, border=0, na_rep="", escape=True)
 
 
-def _cell(value: object, label: str, dated: bool) -> str:
-    from capsim.charts import nice_number
+def _number(value: float) -> str:
+    """A number for a table cell: thousands separated, sensible precision.
 
+    >>> _number(1234.5), _number(2.345), _number(0.01234)
+    ('1,234', '2.35', '0.0123')
+    """
+    magnitude = abs(value)
+    if magnitude >= 100 or float(value).is_integer():
+        return f"{value:,.0f}"
+    return f"{value:,.2f}" if magnitude >= 1 else f"{value:.3g}"
+
+
+def _cell(value: object, label: str, dated: bool) -> str:
     if value is pd.NaT or (dated and pd.isna(value)):
         return "never"
     if isinstance(value, pd.Timestamp | dt.date):
@@ -600,7 +598,7 @@ def _cell(value: object, label: str, dated: bool) -> str:
     if isinstance(value, int | float | np.number):
         if pd.isna(value):
             return ""
-        return f"{value:.0%}" if any(w in label for w in _SHARES) else nice_number(float(value))
+        return f"{value:.0%}" if any(w in label for w in _SHARES) else _number(float(value))
     return str(value)
 
 
