@@ -46,7 +46,7 @@ MAX_ROWS, MAX_COLUMNS, MAX_CELL = 1_048_576, 16_384, 32_767
 DATE, DATETIME = "yyyy-mm-dd", "yyyy-mm-dd hh:mm:ss"
 
 
-def csv_writer(table) -> Writer:
+def csv_writer(table: pd.DataFrame) -> Writer:
     """Write ``table`` as csv, without its index."""
     return lambda path: table.to_csv(path, index=False)
 

@@ -31,14 +31,12 @@ from capsim.capacity import levels_on_grid, perspective_levels
 from capsim.model import Model
 from capsim.records import Run
 from capsim.results import to_dates
+from capsim.summary import NOTABLE
 
 #: Replications 0 .. PROFILE_REPS - 1 keep profiles.
 PROFILE_REPS = 1000
 #: World events kept in profiles.
-PROFILE_KINDS = frozenset(
-    ("paused", "delayed", "cancelled", "transferred", "permit_refused", "lease_late",
-     "lease_terminated", "hbm_allocated")
-)  # fmt: skip
+PROFILE_KINDS = frozenset((*NOTABLE, "hbm_allocated"))
 MEASURES = ("mw", "gpus", "pflops")
 QUANTILES = (0.1, 0.5, 0.9)
 
