@@ -93,9 +93,9 @@ _ELIGIBLE: weakref.WeakKeyDictionary[Model, bool] = weakref.WeakKeyDictionary()
 class LeanRun(NamedTuple):
     """What one lean replication records."""
 
-    ready: list[float]  # by task
-    start: list[float]
-    finish: list[float]
+    ready: array[float]  # by task
+    start: array[float]
+    finish: array[float]
     capacity: array[float]  # rows of (time, MW, GPUs, PFLOPS per GPU), the fleets' first
     hbm: list[tuple[float, int, float]]  # HBM allocations: (time, site, GB)
     events: int  # events scheduled
@@ -115,6 +115,8 @@ class _Plan:
         self.kind = [KINDS.index(t.kind) if t.kind in KINDS else -1 for t in tasks]
         self.needs = [tuple((index[name], amount) for name, amount in t.needs) for t in tasks]
         self.site = [t.site for t in tasks]
+        # a stage time not reached (yet): compact arrays, which the chunk reads without a copy
+        self.unset = array("d", [math.nan]) * len(tasks)
         # a plain task (no needs) that nothing waits for, at a site whose MW come from
         # construction: its end changes nothing else, so it is not queued (but counted as the
         # engine's event)
@@ -229,7 +231,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     eid = sequence.__next__
     now = 0.0
     n = len(p.kind)
-    ready, start, finish = [math.nan] * n, [math.nan] * n, [math.nan] * n
+    ready, start, finish = p.unset[:], p.unset[:], p.unset[:]
     pending = p.pending[:]
     next_need = [0] * n
     kind, needs, task_site = p.kind, p.needs, p.site
@@ -500,6 +502,11 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
             order(which)
         else:
             site_starts(which)
+    # the handlers call one another through their closure cells: a reference cycle that would
+    # keep this replication's state alive until the garbage collector runs; emptying the cells
+    # frees it now (ruff takes the rebinding for a redefinition)
+    acquire = dispatch = complete = build = power_dispatch = tranche_online = None  # noqa: F811
+    order = serve = catch_up = wake = granted = delivered = site_starts = None  # noqa: F811
     return LeanRun(ready, start, finish, capacity, hbm_log, eid())
 
 
@@ -523,13 +530,9 @@ def simulate_chunk(
         if enabled:
             gc.enable()
     n = len(runs)
-    ready, begun, finish = [], [], []
-    for run in runs:
-        ready += run.ready
-        begun += run.start
-        finish += run.finish
     ready, begun, finish = (
-        np.fromiter(x, float, len(x)).reshape(n, len(p.kind)) for x in (ready, begun, finish)
+        np.frombuffer(b"".join(times), float).reshape(n, len(p.kind))
+        for times in zip(*((run.ready, run.start, run.finish) for run in runs), strict=True)
     )
     # the perspective's capacity after each change (capsim.capacity.perspective_levels), padded
     counts = [len(run.capacity) // 4 for run in runs]
