@@ -2,8 +2,9 @@
 but without risks, agreements or permit, grid and power stages, in one tight event loop.
 
 The engine (:mod:`capsim.engine`) is general: SimPy events, resource objects, a logged world.
-Here the same replication is one function: a heap of ``(time, sequence, event)`` entries (the
-order SimPy gives simultaneous events: by time, then by when they were scheduled), counted joins,
+Here the same replication is one function: a heap of the times events are due at, each with
+the list of its events in the order they were scheduled (SimPy's order: by time, then by when
+scheduled; a float heap is cheaper than one of ``(time, sequence, event)`` tuples), counted joins,
 each pool a heap of priorities with a first-in first-out line per priority (strictly head of
 line, as :class:`capsim.resources.ResourcePool`), the HBM market's queue the same by (tier, rank)
 (orders of one tier and rank arrive in time order, so this is :class:`capsim.hbm.HbmMarket`'s
@@ -41,9 +42,7 @@ import gc
 import heapq
 import math
 import weakref
-from array import array
 from collections import deque
-from itertools import count
 from typing import NamedTuple
 
 import numpy as np
@@ -93,10 +92,10 @@ _ELIGIBLE: weakref.WeakKeyDictionary[Model, bool] = weakref.WeakKeyDictionary()
 class LeanRun(NamedTuple):
     """What one lean replication records."""
 
-    ready: array[float]  # by task
-    start: array[float]
-    finish: array[float]
-    capacity: array[float]  # rows of (time, MW, GPUs, PFLOPS per GPU), the fleets' first
+    ready: list[float]  # by task
+    start: list[float]
+    finish: list[float]
+    capacity: list[float]  # rows of (time, MW, GPUs, PFLOPS per GPU), the fleets' first
     hbm: list[tuple[float, int, float]]  # HBM allocations: (time, site, GB)
     events: int  # events scheduled
 
@@ -115,8 +114,6 @@ class _Plan:
         self.kind = [KINDS.index(t.kind) if t.kind in KINDS else -1 for t in tasks]
         self.needs = [tuple((index[name], amount) for name, amount in t.needs) for t in tasks]
         self.site = [t.site for t in tasks]
-        # a stage time not reached (yet): compact arrays, which the chunk reads without a copy
-        self.unset = array("d", [math.nan]) * len(tasks)
         # a plain task (no needs) that nothing waits for, at a site whose MW come from
         # construction: its end changes nothing else, so it is not queued (but counted as the
         # engine's event)
@@ -177,7 +174,7 @@ class _Plan:
         self.hbm_times = [t for t, _, _ in model.hbm_schedule]
         self.hbm_common = [common for _, _, common in model.hbm_schedule]
         # capacity at the start: every org's fleet (as capsim.capacity.iter_deltas)
-        self.fleet = array("d")
+        self.fleet: list[float] = []
         for org in s.orgs.values():
             for gen, gpus in org.fleet.items():
                 g = s.generations[gen]
@@ -225,13 +222,15 @@ def _delays(values: np.ndarray) -> np.ndarray:
 
 def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     """One replication; ``values`` are :func:`_delays`."""
-    heap: list[tuple[float, int, int]] = []  # (time, sequence, code): SimPy's order
+    # SimPy's order (by time, then by when scheduled): a heap of the times events are due at,
+    # and for each such time the codes of its events in the order they were scheduled
+    times: list[float] = []
+    due: dict[float, list[int]] = {}
     push, pop = heapq.heappush, heapq.heappop
-    sequence = count()
-    eid = sequence.__next__
+    quiet_ends = 0
     now = 0.0
     n = len(p.kind)
-    ready, start, finish = p.unset[:], p.unset[:], p.unset[:]
+    ready, start, finish = [math.nan] * n, [math.nan] * n, [math.nan] * n
     pending = p.pending[:]
     next_need = [0] * n
     kind, needs, task_site = p.kind, p.needs, p.site
@@ -294,19 +293,23 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
         code = kind[task]
         if code == 0:
             d = values[task]
+            t = now + d
             if quiet[task]:
-                eid()
-                if (t := now + d) <= horizon:
+                nonlocal quiet_ends
+                quiet_ends += 1
+                if t <= horizon:
                     finish[task] = t
+            elif (codes := due.get(t)) is None:
+                due[t] = [task]  # a task's end: its number
+                push(times, t)
             else:
-                push(heap, (now + d, eid(), task << 3 | _END))
+                codes.append(task)
         elif code == 1:
             total = values[task]
             phases = phases_of[task]
             phases_left[task] = phases
             for i in range(1, phases + 1):
-                d = total * i / phases
-                push(heap, (now + d, eid(), task << 3 | _PHASE))
+                schedule(now + total * i / phases, ~(task << 3 | _PHASE))
         else:
             tranche_left[task] = len(tranches_of[task])
             for tranche in tranches_of[task]:
@@ -386,7 +389,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
             gen_name, when = p.model.generation_at(p.model.site_owners[site], wanted, now)
         if gen_name is None:
             d = when - now
-            push(heap, (now + (d if d > 0 else 0.0), eid(), tranche << 3 | _ORDER))
+            schedule(now + (d if d > 0 else 0.0), ~(tranche << 3 | _ORDER))
             return
         hbm_gb, power_kw, pflops = gen_constants[gen_name]
         gpus = tranche_size[tranche] or StageKinds._gpus_for(tranche_share[tranche], gens[gen_name])
@@ -444,13 +447,21 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
             return
         hbm_woken = True
         d = hbm_times[hbm_next] - now
-        push(heap, (now + (d if d > 0 else 0.0), eid(), 0 << 3 | _TICK))
+        schedule(now + (d if d > 0 else 0.0), ~_TICK)
 
     def granted(tranche: int) -> None:
         if market:
             hbm_log.append((now, tranche_site[tranche], bought[tranche][1]))
-        d = values[tranche_slot[tranche]]
-        push(heap, (now + d, eid(), tranche << 3 | _DELIVERED))
+        schedule(now + values[tranche_slot[tranche]], ~(tranche << 3 | _DELIVERED))
+
+    def schedule(t: float, code: int) -> None:
+        """An event at time ``t``: a task's end (its number) or ``~(which << 3 | what)``."""
+        codes = due.get(t)
+        if codes is None:
+            due[t] = [code]
+            push(times, t)
+        else:
+            codes.append(code)
 
     def delivered(tranche: int) -> None:
         site = tranche_site[tranche]
@@ -477,37 +488,44 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     else:
         for site in p.active:
             d = p.site_start[site]
-            push(heap, (0.0 + (d if d > 0 else 0.0), eid(), site << 3 | _SITE))
-    end, phase, delivery, tick = _END, _PHASE, _DELIVERED, _TICK
-    while heap:
-        now, _, code = pop(heap)
+            schedule(0.0 + (d if d > 0 else 0.0), ~(site << 3 | _SITE))
+    phase, delivery, tick = _PHASE, _DELIVERED, _TICK
+    processed = 0
+    while times:
+        now = pop(times)
         if now > horizon:  # the engine stops before it
             break
-        what, which = code & 7, code >> 3
-        if what == end:
-            complete(which)
-        elif what == phase:
-            site = task_site[which]
-            build(site, site_mw[site] / phases_of[which])
-            phases_left[which] -= 1
-            if phases_left[which] == 0:
-                complete(which)
-        elif what == delivery:
-            delivered(which)
-        elif what == tick:
-            hbm_woken = False
-            catch_up()
-            wake()
-        elif what == _ORDER:
-            order(which)
-        else:
-            site_starts(which)
+        codes = due[now]
+        for code in codes:  # those scheduled meanwhile for now as well, after the others
+            if code >= 0:
+                complete(code)
+                continue
+            what, which = ~code & 7, ~code >> 3
+            if what == phase:
+                site = task_site[which]
+                build(site, site_mw[site] / phases_of[which])
+                phases_left[which] -= 1
+                if phases_left[which] == 0:
+                    complete(which)
+            elif what == delivery:
+                delivered(which)
+            elif what == tick:
+                hbm_woken = False
+                catch_up()
+                wake()
+            elif what == _ORDER:
+                order(which)
+            else:
+                site_starts(which)
+        processed += len(codes)
+        del due[now]
     # the handlers call one another through their closure cells: a reference cycle that would
     # keep this replication's state alive until the garbage collector runs; emptying the cells
     # frees it now (ruff takes the rebinding for a redefinition)
     acquire = dispatch = complete = build = power_dispatch = tranche_online = None  # noqa: F811
     order = serve = catch_up = wake = granted = delivered = site_starts = None  # noqa: F811
-    return LeanRun(ready, start, finish, capacity, hbm_log, eid())
+    events = processed + quiet_ends + sum(map(len, due.values()))  # due: past the horizon
+    return LeanRun(ready, start, finish, capacity, hbm_log, events)
 
 
 def simulate_chunk(
@@ -531,15 +549,15 @@ def simulate_chunk(
             gc.enable()
     n = len(runs)
     ready, begun, finish = (
-        np.frombuffer(b"".join(times), float).reshape(n, len(p.kind))
-        for times in zip(*((run.ready, run.start, run.finish) for run in runs), strict=True)
+        np.array([getattr(run, name) for run in runs], float).reshape(n, len(p.kind))
+        for name in ("ready", "start", "finish")
     )
     # the perspective's capacity after each change (capsim.capacity.perspective_levels), padded
     counts = [len(run.capacity) // 4 for run in runs]
     deltas = np.zeros((n, max(counts, default=0), 4))
     deltas[:, :, 0] = np.nan
     for i, run in enumerate(runs):
-        deltas[i, : counts[i]] = np.frombuffer(run.capacity).reshape(-1, 4)
+        deltas[i, : counts[i]] = np.reshape(run.capacity, (-1, 4))
     times = deltas[:, :, 0]
     levels = np.stack(
         [
