@@ -21,8 +21,10 @@ Everything that happens is logged as small immutable records.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -58,12 +60,25 @@ def energy_price(
 def simulate(model: Model, values: np.ndarray) -> Run:
     """Run one replication of ``model`` with slot ``values`` (see :meth:`Model.draw`).
 
-    The garbage collector is paused meanwhile: a replication creates many short-lived objects
-    and no reference cycles worth chasing, and collections cost a quarter of a large run."""
+    The garbage collector is paused meanwhile (:func:`gc_paused`)."""
+    with gc_paused():
+        return _Replication(model, values).run()
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector inside: replications create many short-lived objects
+    and no reference cycles worth chasing, and collections cost a quarter of a large run (they
+    walk every container still alive, the records of a chunk's replications included).
+
+    >>> with gc_paused():
+    ...     gc.isenabled()
+    False
+    """
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _Replication(model, values).run()
+        yield
     finally:
         if enabled:
             gc.enable()

@@ -38,17 +38,17 @@ True
 
 from __future__ import annotations
 
-import gc
 import heapq
 import math
 import weakref
 from collections import deque
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from capsim.capacity import levels_on_grid
+from capsim.engine import gc_paused
 from capsim.fastpath import chunk_rows
 from capsim.kinds import StageKinds
 from capsim.model import Model, replication_rng
@@ -204,13 +204,8 @@ def simulate(model: Model, values: np.ndarray) -> LeanRun:
     """One replication with slot ``values`` (see :meth:`Model.draw`), as the engine would run it
     (:meth:`Model.run`), recording only stage times, capacity changes and HBM allocations.
     The garbage collector is paused meanwhile, as the engine does."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         return _simulate(plan(model), _delays(values).tolist())
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _delays(values: np.ndarray) -> np.ndarray:
@@ -534,30 +529,36 @@ def simulate_chunk(
     """Replications ``start`` to ``stop - 1`` as rows (the columns of
     :func:`capsim.replications.replication_row`) and the per-stage sums of
     :class:`capsim.replications.StageTally`; the profiles of those below
-    :data:`~capsim.profiles.PROFILE_REPS` are added to ``profiles``."""
+    :data:`~capsim.profiles.PROFILE_REPS` are added to ``profiles``. The garbage collector is
+    paused meanwhile, as the engine does."""
+    with gc_paused():
+        return _simulate_chunk(model, seed, start, stop, profiles)
+
+
+def _simulate_chunk(
+    model: Model, seed: int, start: int, stop: int, profiles: Profiles | None
+) -> tuple[pd.DataFrame, np.ndarray]:
     p = plan(model)
     reps = np.arange(start, stop)
     values = model.values(
         np.stack([replication_rng(seed, int(i)).random(model.n_slots) for i in reps])
     )
-    enabled = gc.isenabled()
-    gc.disable()  # as the engine: many short-lived objects, no cycles worth chasing
-    try:
-        runs = [_simulate(p, row) for row in _delays(values).tolist()]
-    finally:
-        if enabled:
-            gc.enable()
+    runs = [_simulate(p, row) for row in _delays(values).tolist()]
     n = len(runs)
     ready, begun, finish = (
-        np.array([getattr(run, name) for run in runs], float).reshape(n, len(p.kind))
+        np.fromiter(chain.from_iterable(getattr(run, name) for run in runs), float, n * len(p.kind))
+        .reshape(n, len(p.kind))
         for name in ("ready", "start", "finish")
-    )
+    )  # fmt: skip
     # the perspective's capacity after each change (capsim.capacity.perspective_levels), padded
-    counts = [len(run.capacity) // 4 for run in runs]
-    deltas = np.zeros((n, max(counts, default=0), 4))
+    counts = np.array([len(run.capacity) // 4 for run in runs], dtype=int)
+    changes = np.fromiter(chain.from_iterable(run.capacity for run in runs), float)
+    deltas = np.zeros((n, counts.max(initial=0), 4))
     deltas[:, :, 0] = np.nan
-    for i, run in enumerate(runs):
-        deltas[i, : counts[i]] = np.reshape(run.capacity, (-1, 4))
+    starts = np.cumsum(counts) - counts
+    deltas[np.repeat(np.arange(n), counts), np.arange(counts.sum()) - np.repeat(starts, counts)] = (
+        changes.reshape(-1, 4)
+    )
     times = deltas[:, :, 0]
     levels = np.stack(
         [
@@ -570,16 +571,17 @@ def simulate_chunk(
     rows = chunk_rows(model, reps, finish, times, levels)
     tasks = p.layout.tasks
     ready, begun, finish = ready[:, tasks], begun[:, tasks], finish[:, tasks]
-    if profiles is not None:
+    if profiles is not None and (k := min(stop, PROFILE_REPS) - start) > 0:
+        # capacity on the profiles' grid (as capsim.capacity.levels_on_grid): the last change
+        # at or before each point, row 0 before the first (NaN padding sorts after every time)
+        points = profiles.grid + 1e-9
+        at = np.stack([np.searchsorted(times[i], points, side="right") for i in range(k)])
+        before = np.concatenate([np.zeros((k, 1, 3)), levels[:k]], axis=1)
+        on_grid = np.take_along_axis(before, at[:, :, None], axis=1)
+        hbm = [(int(reps[i]), t, site, gb) for i in range(k) for t, site, gb in runs[i].hbm]
+        rep, t, site, gb = ([*x] for x in zip(*hbm, strict=True)) if hbm else ([],) * 4
         names, owners = p.names, model.site_owners
-        stage_times = np.stack([ready, begun, finish], axis=2)
-        for i in range(min(stop, PROFILE_REPS) - start):
-            k = counts[i]
-            on_grid = levels_on_grid(np.column_stack([times[i, :k], levels[i, :k]]), profiles.grid)
-            rep = int(reps[i])
-            world = [
-                (rep, t, "hbm_allocated", names[site], owners[site], gb)
-                for t, site, gb in runs[i].hbm
-            ]
-            profiles.add_parts(rep, stage_times[i], on_grid, world)
+        world = (rep, t, ["hbm_allocated"] * len(rep), [names[s] for s in site],
+                 [owners[s] for s in site], gb)  # fmt: skip
+        profiles.add_batch(reps[:k], np.stack([ready, begun, finish], axis=2)[:k], on_grid, *world)
     return rows, stage_sums(p.layout, ready, begun, finish)

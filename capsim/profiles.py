@@ -24,6 +24,8 @@ starts and finishes (a probabilistic Gantt), capacity fans, HBM by buyer, how of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -39,6 +41,7 @@ PROFILE_REPS = 1000
 PROFILE_KINDS = frozenset((*NOTABLE, "hbm_allocated"))
 MEASURES = ("mw", "gpus", "pflops")
 QUANTILES = (0.1, 0.5, 0.9)
+WORLD_COLUMNS = ("replication", "time", "kind", "subject", "org", "amount")
 
 
 def grid(model: Model) -> np.ndarray:
@@ -48,16 +51,18 @@ def grid(model: Model) -> np.ndarray:
 
 
 class Profiles:
-    """Collects the profiles of replications, one :meth:`add` per replication."""
+    """Collects the profiles of replications: one :meth:`add` per replication, or
+    :meth:`add_batch` for several at once."""
 
     def __init__(self, model: Model) -> None:
         self.model = model
         self.tasks = np.array(model.active_tasks, dtype=int)
         self.grid = grid(model)
-        self._replications: list[int] = []
+        self._replications: list[np.ndarray] = []
         self._times: list[np.ndarray] = []
         self._capacity: list[np.ndarray] = []
-        self._world: list[tuple] = []
+        # the world events' columns: replication, time, kind, subject, org, amount
+        self._world: tuple[list, ...] = tuple([] for _ in WORLD_COLUMNS)
 
     def add(self, replication: int, run: Run, levels: np.ndarray | None = None) -> None:
         """Keep the profile of one replication; ``levels`` are its
@@ -67,37 +72,49 @@ class Profiles:
         # the log's plain tuples, in WorldEvent field order: time, kind, subject, org, amount, ...
         world = [(replication, *e[:5]) for e in run.log if e[1] in PROFILE_KINDS]
         levels = perspective_levels(run) if levels is None else levels
-        self.add_parts(replication, times, levels_on_grid(levels, self.grid), world)
+        capacity = levels_on_grid(levels, self.grid)
+        columns = zip(*world, strict=True)
+        self.add_batch(np.array([replication]), times[None], capacity[None], *columns)
 
-    def add_parts(
-        self, replication: int, times: np.ndarray, capacity: np.ndarray, world: list[tuple]
-    ) -> None:
-        """Keep the profile of one replication given as its parts: the active stages' (ready,
-        start, finish) rows, the capacity on :attr:`grid` and the notable world events as
-        (replication, time, kind, subject, org, amount) tuples, in log order."""
-        self._replications.append(replication)
+    def add_batch(
+        self, replications: np.ndarray, times: np.ndarray, capacity: np.ndarray,
+        *world: Sequence,
+    ) -> None:  # fmt: skip
+        """Keep the profiles of several replications: their numbers, the active stages' (ready,
+        start, finish) as an array (replications x stages x 3), the capacity on :attr:`grid`
+        (replications x points x 3) and, if any, the notable world events as six columns
+        (replication, time, kind, subject, org, amount), in log order."""
+        self._replications.append(replications)
         self._times.append(times)
         self._capacity.append(capacity)
-        self._world.extend(world)
+        for column, values in zip(self._world, world, strict=False):
+            column.extend(values)
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """The profiles as three long tables: ``stage_times``, ``capacity`` and ``world``."""
-        reps = np.array(self._replications, dtype=int)
+        reps = np.concatenate(self._replications) if self._replications else np.empty(0, int)
         n_tasks, n_points = len(self.tasks), len(self.grid)
-        times = np.concatenate(self._times) if self._times else np.empty((0, 3))
+        times = np.concatenate(self._times).reshape(-1, 3) if self._times else np.empty((0, 3))
         stage_times = pd.DataFrame(
             {"replication": np.repeat(reps, n_tasks), "task": np.tile(self.tasks, len(reps)),
              "ready": times[:, 0], "start": times[:, 1], "finish": times[:, 2]}
         )  # fmt: skip
-        levels = np.concatenate(self._capacity) if self._capacity else np.empty((0, 3))
+        levels = (
+            np.concatenate(self._capacity).reshape(-1, 3) if self._capacity else np.empty((0, 3))
+        )
         capacity = pd.DataFrame(
             {"replication": np.repeat(reps, n_points),
              "point": np.tile(np.arange(n_points), len(reps)),
              **{measure: levels[:, k] for k, measure in enumerate(MEASURES)}}
         )  # fmt: skip
+        replication, time, kind, subject, org, amount = self._world
         world = pd.DataFrame(
-            self._world, columns=["replication", "time", "kind", "subject", "org", "amount"]
-        )
+            {"replication": np.array(replication, dtype=np.int64),
+             "time": np.array(time, dtype=float),
+             **{name: pd.array(values, dtype="str")
+                for name, values in (("kind", kind), ("subject", subject), ("org", org))},
+             "amount": pd.Series(amount, dtype=None if amount else object)}
+        )  # fmt: skip
         return {"stage_times": stage_times, "capacity": capacity, "world": world}
 
 
