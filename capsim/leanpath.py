@@ -129,7 +129,8 @@ class _Plan:
         self.active = [info.index for info in sites if info.active]
         self.starts_now = model.starts_now
         self.site_start = [info.start for info in sites]
-        self.site_tasks = [tuple(info.tasks) for info in sites]
+        # each site's stages that wait for no other: they become ready when the site starts
+        self.site_roots = [tuple(t for t in info.tasks if not model.pending[t]) for info in sites]
         self.site_left = [len(info.tasks) for info in sites]
         self.site_mw = [info.spec.mw for info in sites]
         self.has_construction = [info.has_construction for info in sites]
@@ -227,6 +228,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     n = len(p.kind)
     ready, start, finish = [math.nan] * n, [math.nan] * n, [math.nan] * n
     pending = p.pending[:]
+    site_roots = p.site_roots
     next_need = [0] * n
     kind, needs, task_site = p.kind, p.needs, p.site
     priority, ends, quiet = p.priority, p.ends, p.quiet
@@ -280,7 +282,9 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
                     line = lines[q][prio] = deque()
                     push(level, prio)
                 line.append((task, amount))
-                if lines[q][level[0]][0][1] <= available[q] + eps:  # else dispatch stops at once
+                # served now only if it is the new head (of a higher priority than the waiting
+                # head) and fits: else dispatch would stop at once
+                if len(line) == 1 and level[0] == prio and amount <= available[q] + eps:
                     dispatch(q)
                 return
             next_need[task] = k
@@ -335,10 +339,11 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
                 if levels[q]:
                     dispatch(q)
         for successor in followers:
-            pending[successor] -= 1
-            if pending[successor] == 0:
+            if (left := pending[successor]) == 1:  # it was the last one waited for
                 ready[successor] = now
                 acquire(successor)
+            else:
+                pending[successor] = left - 1
         if site >= 0:  # a site whose MW come when its last stage ends
             site_left[site] -= 1
             if site_left[site] == 0:
@@ -472,10 +477,9 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
         power_dispatch(site, line)
 
     def site_starts(site: int) -> None:
-        for task in p.site_tasks[site]:
-            if pending[task] == 0:
-                ready[task] = now
-                acquire(task)
+        for task in site_roots[site]:
+            ready[task] = now
+            acquire(task)
 
     if p.starts_now:
         for site in p.active:
