@@ -30,7 +30,7 @@ from capsim import __version__, fastpath, profiles
 from capsim.errors import CapsimError
 from capsim.executors import Executor, LocalExecutor
 from capsim.model import Model, replication_rng
-from capsim.replications import HEADLINE_COSTS, code_fingerprint, fingerprint
+from capsim.replications import HEADLINE_COSTS, code_fingerprint, compiled, fingerprint
 from capsim.results import to_dates
 from capsim.schema import Scenario
 
@@ -247,7 +247,7 @@ def monte_carlo(
     """
     if reps < 1:
         raise CapsimError(f"--reps must be at least 1, got {reps}")
-    model = Model(scenario, strategy)  # an unknown strategy fails here, before any work
+    model = compiled(scenario, strategy)  # an unknown strategy fails here, before any work
     size = CHUNK_SIZE * (FAST_CHUNKS if fastpath.eligible(model) and not save_events else 1)
     owned = executor is None  # an executor passed in is the caller's to close
     executor = executor or LocalExecutor(workers)
