@@ -319,10 +319,11 @@ def monte_carlo(
 
 class _Rows:
     """The rows of a run's replications, stored as their chunks arrive: an array per run of
-    adjacent columns of one dtype (a column per row of it), allocated for every replication at
-    once and filled a batch of chunks at a time, a few slices each. It holds the values alone
-    (a DataFrame per chunk costs about as much again) and gives the table without a second copy
-    (as concatenating the chunks would).
+    adjacent columns of one dtype (a row per replication), allocated for every replication at
+    once and filled a batch of chunks at a time, a slice per run. It holds the values alone
+    (a DataFrame per chunk costs about as much again), only the replications done so far occupy
+    memory (they are the first rows), and the table is built on these arrays without a second
+    copy (as concatenating the chunks would make).
 
     The columns and dtypes are those of the first chunk added. A chunk with other ones (one in
     which replications failed, whose missing values turn integer columns into floats) is kept as
@@ -355,7 +356,7 @@ class _Rows:
                 last = first + len(list(run))
                 # numpy's own dtypes as they are, others (pandas' str) as Python objects
                 stored = dtype if isinstance(dtype, np.dtype) else np.dtype(object)
-                self._runs.append((first, last, np.empty((last - first, self.reps), stored)))
+                self._runs.append((first, last, np.empty((self.reps, last - first), stored)))
                 first = last
         if rows.dtypes.equals(self._dtypes):  # the same columns, in order, of the same dtypes
             self._waiting.append((start, rows))
@@ -372,22 +373,24 @@ class _Rows:
         rows = pd.concat([waiting for _, waiting in self._waiting])  # block by block
         at = np.concatenate([np.arange(s, s + len(waiting)) for s, waiting in self._waiting])
         for first, last, values in self._runs:
-            values[:, at] = rows.iloc[:, first:last].to_numpy(values.dtype).T
+            values[at] = rows.iloc[:, first:last].to_numpy(values.dtype)
         self._waiting.clear()
 
     def frame(self, stop: int) -> pd.DataFrame:
         """The rows of replications 0 to ``stop - 1`` (every chunk before ``stop`` added), in
         order, with a RangeIndex; without a copy of the stored columns unless a chunk differed."""
         self._store()
-        dtypes = self._dtypes
-        columns = {}
-        for first, _, values in self._runs:
-            for k, column in enumerate(values[:, :stop], first):
-                dtype = dtypes.iloc[k]
-                columns[dtypes.index[k]] = (
-                    column if isinstance(dtype, np.dtype) else pd.array(column, dtype=dtype)
-                )
-        table = pd.DataFrame(columns, copy=False)
+        parts = []
+        for first, last, values in self._runs:
+            names, dtype = self._dtypes.index[first:last], self._dtypes.iloc[first]
+            if isinstance(dtype, np.dtype):
+                parts.append(pd.DataFrame(values[:stop], columns=names, copy=False))
+            else:
+                columns = {
+                    name: pd.array(values[:stop, k], dtype=dtype) for k, name in enumerate(names)
+                }
+                parts.append(pd.DataFrame(columns))
+        table = pd.concat(parts, axis=1)  # the runs are in column order; no copy of their blocks
         if not self._others:
             return table
         pieces = [
