@@ -322,8 +322,8 @@ class _Rows:
     adjacent columns of one dtype (a row per replication), allocated for every replication at
     once and filled a batch of chunks at a time, a slice per run. It holds the values alone
     (a DataFrame per chunk costs about as much again), only the replications done so far occupy
-    memory (they are the first rows), and the table is built on these arrays without a second
-    copy (as concatenating the chunks would make).
+    memory (they are the first rows), and the table is built on these arrays without a copy
+    (concatenating the chunks made a second one).
 
     The columns and dtypes are those of the first chunk added. A chunk with other ones (one in
     which replications failed, whose missing values turn integer columns into floats) is kept as
