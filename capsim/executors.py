@@ -50,7 +50,7 @@ class LocalExecutor(Executor):
             for start, stop in tasks
         }
         for future in cf.as_completed(futures):
-            yield futures[future], future.result()
+            yield futures.pop(future), future.result()  # a chunk handed on is not held here
 
     def close(self) -> None:
         if self._pool is not None:
@@ -92,7 +92,7 @@ class DaskExecutor(Executor):
             for start, stop in tasks
         }
         for future in as_completed(futures):
-            yield futures[future], future.result()
+            yield futures.pop(future), future.result()  # which lets the cluster drop it
 
     def close(self) -> None:
         self.client.close()

@@ -85,6 +85,17 @@ def replication_row(
 _MODELS: dict[tuple[str, str | None], Model] = {}
 
 
+def compiled(scenario: Scenario, strategy: str | None) -> Model:
+    """The model of ``scenario`` and ``strategy``, compiled once per process (by the scenario's
+    :func:`fingerprint`): ``monte_carlo`` and the chunks it runs in its own process share it,
+    and worker processes forked after it inherit it."""
+    key = (fingerprint(scenario), strategy)
+    model = _MODELS.get(key)
+    if model is None:
+        model = _MODELS[key] = Model(scenario, strategy)
+    return model
+
+
 class Chunk(NamedTuple):
     """What a chunk of replications gives back."""
 
@@ -101,10 +112,7 @@ def run_chunk(
 ) -> Chunk:  # fmt: skip
     """Replications ``start`` to ``stop - 1``: their rows, their stages' tally and, with
     ``save_events``, their full logs. Compiles the model once per process."""
-    key = (fingerprint(scenario), strategy)
-    model = _MODELS.get(key)
-    if model is None:
-        model = _MODELS[key] = Model(scenario, strategy)
+    model = compiled(scenario, strategy)
     tally, profiles = StageTally(model), Profiles(model)
     if fastpath.eligible(model) and not save_events:
         try:

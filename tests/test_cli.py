@@ -268,6 +268,19 @@ def test_validate_prints_critical_path(tmp_path: Path) -> None:
     assert "Critical path: a -> b  (60.0 days)" in result.stdout
 
 
+def test_pyarrow_allocates_with_the_system_malloc() -> None:
+    probe = (
+        "import capsim.cli as cli; "
+        "cli.app = lambda: print(__import__('pyarrow').default_memory_pool().backend_name); "
+        "cli.main()"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    assert result.stdout.strip() == "system"
+
+
 def test_schema_is_json_schema_of_scenarios() -> None:
     result = capsim("schema")
     assert result.returncode == 0

@@ -28,12 +28,12 @@ import yaml
 from capsim import experiments, fastpath, leanpath, replications
 from capsim.comparison import Comparison, compare
 from capsim.errors import CapsimError
-from capsim.executors import DaskExecutor, LocalExecutor
+from capsim.executors import DaskExecutor, Executor, LocalExecutor
 from capsim.experiments import MonteCarloResult, monte_carlo
 from capsim.loader import load_scenario, parse_scenario
 from capsim.model import Model, replication_rng
 from capsim.ordering import evaluate, parse_objective, search
-from capsim.replications import StageTally, replication_row
+from capsim.replications import StageTally, replication_row, run_chunk
 from capsim.results import stage_table
 from capsim.units import DAYS_PER
 
@@ -131,6 +131,29 @@ def test_chunk_size_does_not_change_the_replications(
     assert_same_replications(small, greenfield_250)
     # the per-stage tallies are sums over chunks: equal up to rounding
     assert_same_stages(small, greenfield_250, exact=False)
+
+
+class ScrambledExecutor(Executor):
+    """Runs chunks in this process but hands them back out of order: each run of three chunks
+    last first."""
+
+    def map_chunks(self, tasks, job):
+        for start, stop in sorted(tasks, key=lambda task: (task[0] // 300, -task[0])):
+            yield start, run_chunk(**job, start=start, stop=stop)
+
+
+def test_the_order_chunks_complete_in_changes_nothing(greenfield, greenfield_250) -> None:
+    scrambled = monte_carlo(greenfield, reps=250, seed=5, executor=ScrambledExecutor())
+    assert_same_replications(scrambled, greenfield_250)
+    assert_same_stages(scrambled, greenfield_250)  # summed in replication order all the same
+    stable = monte_carlo(greenfield, reps=3000, seed=2, until_stable=0.5)
+    out_of_order = monte_carlo(
+        greenfield, reps=3000, seed=2, until_stable=0.5, executor=ScrambledExecutor()
+    )
+    assert len(out_of_order.replications) == 1000
+    assert_same_replications(out_of_order, stable)
+    assert_same_stages(out_of_order, stable)  # chunks done beyond the stop are left out
+    assert (out_of_order.stage_sums["replications"] == 1000).all()
 
 
 @pytest.mark.parametrize("replication", [0, 3, 99, 100, 249])
@@ -270,6 +293,20 @@ def test_resume_with_more_replications_completes_the_partial_chunk(
     longer = monte_carlo(greenfield, reps=250, seed=5, out=out)
     assert_same_replications(longer, greenfield_250)
     assert_same_stages(longer, greenfield_250)
+
+
+def test_resume_with_until_stable_is_the_fresh_result(tmp_path: Path, greenfield) -> None:
+    fresh = monte_carlo(greenfield, reps=3000, seed=2, until_stable=0.5)
+    out = tmp_path / "mc"
+    monte_carlo(greenfield, reps=750, seed=2, out=out)  # chunks 0-700, the last one partial
+    for path in chunk_files(out)[300]:
+        path.unlink()
+    resumed = monte_carlo(greenfield, reps=3000, seed=2, until_stable=0.5, out=out, workers=2)
+    assert len(resumed.replications) == 1000
+    assert_same_replications(resumed, fresh)
+    assert_same_stages(resumed, fresh)
+    for name, profile in fresh.profiles.items():
+        pd.testing.assert_frame_equal(resumed.profiles[name], profile, check_exact=True)
 
 
 @pytest.mark.slow  # three runs of 3,000 portfolio replications: ~13 s on an idle 2-core machine
@@ -449,6 +486,19 @@ def test_a_failing_replication_is_recorded_and_the_rest_go_on(
     assert milestones.loc["all sites online", "reached"] == 1.0
     expected = np.percentile(ref["t_all_online"], 50)
     assert milestones.loc["all sites online", "P50"] == day(greenfield, expected)
+
+
+@pytest.mark.parametrize("bad", [3, 150])  # in the first chunk to arrive, in a later one
+def test_a_chunk_with_a_failure_is_concatenated_as_pandas_does(
+    greenfield, monkeypatch, bad: int
+) -> None:
+    fail_replication(monkeypatch, bad)
+    result = monte_carlo(greenfield, reps=250, seed=5)
+    chunks = [run_chunk(greenfield, None, 5, s, min(s + 100, 250)).rows for s in (0, 100, 200)]
+    expected = pd.concat(chunks, ignore_index=True)
+    pd.testing.assert_frame_equal(result.replications, expected, check_exact=True)
+    # the failed row has no counts: that chunk's, and so the table's, are floats
+    assert result.replications["n_paused"].dtype == float
 
 
 def test_cli_reports_failures_with_a_reproduction_command(
