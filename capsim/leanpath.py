@@ -96,7 +96,7 @@ class LeanRun(NamedTuple):
     start: list[float]
     finish: list[float]
     capacity: list[float]  # rows of (time, MW, GPUs, PFLOPS per GPU), the fleets' first
-    hbm: list[tuple[float, int, float]]  # HBM allocations: (time, site, GB)
+    hbm: list[float]  # HBM allocations, one after the other: time, site, GB
     events: int  # events scheduled
 
 
@@ -134,7 +134,8 @@ class _Plan:
         self.site_left = [len(info.tasks) for info in sites]
         self.site_mw = [info.spec.mw for info in sites]
         self.has_construction = [info.has_construction for info in sites]
-        self.names = model.site_names
+        self.names = np.array(model.site_names, dtype=object)
+        self.owners = np.array(model.site_owners, dtype=object)
         # GPU tranches, numbered across the model: a gpus task's are consecutive
         self.tranches: list[range] = [range(0)] * len(tasks)
         self.tranche_task: list[int] = []
@@ -254,7 +255,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     tranche_wanted, tranche_when, market = p.tranche_wanted, p.tranche_when, p.market
     capacity = p.fleet[:]
     record = capacity.extend
-    hbm_log: list[tuple[float, int, float]] = []
+    hbm_log: list[float] = []
     order_levels: list[tuple[int, int]] = []  # the HBM queue: a heap of (tier, rank) with
     order_lines: dict[tuple[int, int], deque] = {}  # a line of (tranche, GB) for each
     hbm_pool = 0.0
@@ -451,7 +452,7 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
 
     def granted(tranche: int) -> None:
         if market:
-            hbm_log.append((now, tranche_site[tranche], bought[tranche][1]))
+            hbm_log.extend((now, tranche_site[tranche], bought[tranche][1]))
         schedule(now + values[tranche_slot[tranche]], ~(tranche << 3 | _DELIVERED))
 
     def schedule(t: float, code: int) -> None:
@@ -582,10 +583,10 @@ def _simulate_chunk(
         at = np.stack([np.searchsorted(times[i], points, side="right") for i in range(k)])
         before = np.concatenate([np.zeros((k, 1, 3)), levels[:k]], axis=1)
         on_grid = np.take_along_axis(before, at[:, :, None], axis=1)
-        hbm = [(int(reps[i]), t, site, gb) for i in range(k) for t, site, gb in runs[i].hbm]
-        rep, t, site, gb = ([*x] for x in zip(*hbm, strict=True)) if hbm else ([],) * 4
-        names, owners = p.names, model.site_owners
-        world = (rep, t, ["hbm_allocated"] * len(rep), [names[s] for s in site],
-                 [owners[s] for s in site], gb)  # fmt: skip
+        hbm = list(chain.from_iterable(run.hbm for run in runs[:k]))
+        site = np.array(hbm[1::3], dtype=int)
+        world = (np.repeat(reps[:k], [len(run.hbm) // 3 for run in runs[:k]]).tolist(),
+                 hbm[0::3], ["hbm_allocated"] * len(site), p.names[site].tolist(),
+                 p.owners[site].tolist(), hbm[2::3])  # fmt: skip
         profiles.add_batch(reps[:k], np.stack([ready, begun, finish], axis=2)[:k], on_grid, *world)
     return rows, stage_sums(p.layout, ready, begun, finish)
