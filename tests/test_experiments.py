@@ -658,6 +658,16 @@ def test_until_stable_stops_at_a_checkpoint_whatever_the_workers(greenfield) -> 
     assert (one.stage_sums["replications"] == n).all()
 
 
+def test_until_stable_on_the_fast_path_checks_at_whole_chunks(precedence_only) -> None:
+    """The fast path's chunks hold 1,000 replications: its checkpoints are every 1,000, so the
+    replications kept are exactly those the stop was decided on."""
+    stable = monte_carlo(precedence_only, reps=5000, seed=2, until_stable=0.5)
+    n = len(stable.replications)
+    assert n == 2000  # the second checkpoint: the first one with one before it
+    assert_same_replications(stable, monte_carlo(precedence_only, reps=n, seed=2))
+    assert (stable.stage_sums["replications"] == n).all()
+
+
 def test_until_stable_with_a_tiny_tolerance_runs_every_replication(greenfield) -> None:
     result = monte_carlo(greenfield, reps=1100, seed=2, until_stable=1e-12)
     assert len(result.replications) == 1100
