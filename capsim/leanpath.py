@@ -54,7 +54,7 @@ from capsim.kinds import StageKinds
 from capsim.model import Model, replication_rng
 from capsim.profiles import PROFILE_REPS, Profiles
 from capsim.tally import TallyLayout, stage_sums
-from capsim.world import NEWEST
+from capsim.world import NEWEST, Generation
 
 KINDS = ("task", "construction", "gpus")  # their codes: 0, 1, 2
 _EPS = 1e-9  # capsim.resources' and capsim.hbm's tolerance
@@ -168,10 +168,18 @@ class _Plan:
                 self.tranche_share.append(info.spec.mw / len(info.tranches))
             self.tranches[t] = range(first, len(self.tranche_task))
         self.generations = s.generations
-        self.gen_constants = {
-            name: (g.hbm_gb, g.power_kw, g.pflops) for name, g in s.generations.items()
-        }
-        self.tranche_priority = list(zip(self.tranche_tier, self.tranche_rank, strict=True))
+        # the market's order by (tier, rank), as one integer per tranche (cheaper keys)
+        pairs = list(zip(self.tranche_tier, self.tranche_rank, strict=True))
+        order = {pair: k for k, pair in enumerate(sorted(set(pairs)))}
+        self.tranche_priority = [order[pair] for pair in pairs]
+        # what a tranche of a fixed generation buys, once it is available: (GPUs, GB, MW,
+        # PFLOPS per GPU), with the engine's arithmetic; None for the newest generation
+        self.tranche_bought = [
+            None if wanted == NEWEST else self._bought(size, share, s.generations[wanted])
+            for wanted, size, share in zip(
+                self.tranche_wanted, self.tranche_size, self.tranche_share, strict=True
+            )
+        ]
         self.market = s.hbm is not None
         self.hbm_times = [t for t, _, _ in model.hbm_schedule]
         self.hbm_common = [common for _, _, common in model.hbm_schedule]
@@ -189,6 +197,13 @@ class _Plan:
              -1 if sites[task.site].has_construction else task.site)
             for t, task in enumerate(tasks)
         ]  # fmt: skip
+
+    @staticmethod
+    def _bought(size: int | None, share: float, gen: Generation) -> tuple[int, float, float, float]:
+        """A tranche's GPUs, GB of HBM, MW and PFLOPS per GPU (as the engine's
+        _order_tranche and capacity records compute them)."""
+        gpus = size or StageKinds._gpus_for(share, gen)
+        return (gpus, gpus * gen.hbm_gb, gpus * gen.power_kw / 1000, gen.pflops)
 
 
 _PLANS: weakref.WeakKeyDictionary[Model, _Plan] = weakref.WeakKeyDictionary()
@@ -248,16 +263,16 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     n_tranches = len(p.tranche_task)
     bought: list[tuple] = [()] * n_tranches  # each ordered tranche's GPUs, GB, MW, PFLOPS/GPU
     tranche_size, tranche_share = p.tranche_size, p.tranche_share
-    tranche_priority, gen_constants = p.tranche_priority, p.gen_constants
+    tranche_priority, tranche_bought = p.tranche_priority, p.tranche_bought
     gens = p.generations
     phases_of, tranches_of, site_mw = p.phases, p.tranches, p.site_mw
     tranche_task, tranche_site, tranche_slot = p.tranche_task, p.tranche_site, p.tranche_slot
-    tranche_wanted, tranche_when, market = p.tranche_wanted, p.tranche_when, p.market
+    tranche_when, market = p.tranche_when, p.market
     capacity = p.fleet[:]
     record = capacity.extend
     hbm_log: list[float] = []
-    order_levels: list[tuple[int, int]] = []  # the HBM queue: a heap of (tier, rank) with
-    order_lines: dict[tuple[int, int], deque] = {}  # a line of (tranche, GB) for each
+    order_levels: list[int] = []  # the HBM queue: a heap of (tier, rank) priorities with
+    order_lines: dict[int, deque] = {}  # a line of (tranche, GB) for each
     hbm_pool = 0.0
     hbm_next = 0
     hbm_woken = False
@@ -288,7 +303,6 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
                 if len(line) == 1 and level[0] == prio and amount <= available[q] + eps:
                     dispatch(q)
                 return
-            next_need[task] = k
         start[task] = now
         code = kind[task]
         if code == 0:
@@ -381,21 +395,21 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
 
     def order(tranche: int) -> None:
         """The engine's _order_tranche."""
-        wanted = tranche_wanted[tranche]
-        if wanted != NEWEST:
+        got = tranche_bought[tranche]
+        if got is not None:  # a fixed generation
             when = tranche_when[tranche]
-            gen_name = wanted if when <= now else None
+            available_now = when <= now
         else:
             site = tranche_site[tranche]
-            gen_name, when = p.model.generation_at(p.model.site_owners[site], wanted, now)
-        if gen_name is None:
+            gen_name, when = p.model.generation_at(p.model.site_owners[site], NEWEST, now)
+            if available_now := gen_name is not None:
+                got = _Plan._bought(tranche_size[tranche], tranche_share[tranche], gens[gen_name])
+        if not available_now:
             d = when - now
             schedule(now + (d if d > 0 else 0.0), ~(tranche << 3 | _ORDER))
             return
-        hbm_gb, power_kw, pflops = gen_constants[gen_name]
-        gpus = tranche_size[tranche] or StageKinds._gpus_for(tranche_share[tranche], gens[gen_name])
-        gb = gpus * hbm_gb
-        bought[tranche] = (gpus, gb, gpus * power_kw / 1000, pflops)  # the engine's arithmetic
+        bought[tranche] = got
+        gb = got[1]
         if not market:
             granted(tranche)
             return
@@ -409,7 +423,8 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
             line = order_lines[level] = deque()
             push(order_levels, level)
         line.append((tranche, gb))
-        if order_lines[order_levels[0]][0][1] <= hbm_pool + eps:
+        # filled now only if it is the new head and fits (the last serve left a head too big)
+        if len(line) == 1 and order_levels[0] == level and gb <= hbm_pool + eps:
             serve()
         if not hbm_woken:
             wake()
