@@ -235,9 +235,10 @@ def _delays(values: np.ndarray) -> np.ndarray:
 def _simulate(p: _Plan, values: list[float]) -> LeanRun:
     """One replication; ``values`` are :func:`_delays`."""
     # SimPy's order (by time, then by when scheduled): a heap of the times events are due at,
-    # and for each such time the codes of its events in the order they were scheduled
+    # and for each such time the code of its event, or a list of them in the order they were
+    # scheduled when several are due then (seldom)
     times: list[float] = []
-    due: dict[float, list[int]] = {}
+    due: dict[float, int | list[int]] = {}
     push, pop = heapq.heappush, heapq.heappop
     quiet_ends = 0
     now = 0.0
@@ -313,11 +314,11 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
                 quiet_ends += 1
                 if t <= horizon:
                     finish[task] = t
-            elif (codes := due.get(t)) is None:
-                due[t] = [task]  # a task's end: its number
-                push(times, t)
+            elif t in due:
+                schedule(t, task)
             else:
-                codes.append(task)
+                due[t] = task  # a task's end: its number
+                push(times, t)
         elif code == 1:
             total = values[task]
             phases = phases_of[task]
@@ -474,8 +475,10 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
         """An event at time ``t``: a task's end (its number) or ``~(which << 3 | what)``."""
         codes = due.get(t)
         if codes is None:
-            due[t] = [code]
+            due[t] = code
             push(times, t)
+        elif codes.__class__ is int:
+            due[t] = [codes, code]
         else:
             codes.append(code)
 
@@ -510,8 +513,11 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
         now = pop(times)
         if now > horizon:  # the engine stops before it
             break
-        codes = due[now]
-        for code in codes:  # those scheduled meanwhile for now as well, after the others
+        codes = due.pop(now)  # those scheduled meanwhile for now are due after these
+        if codes.__class__ is int:
+            codes = (codes,)
+        processed += len(codes)
+        for code in codes:
             if code >= 0:
                 complete(code)
                 continue
@@ -532,14 +538,13 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
                 order(which)
             else:
                 site_starts(which)
-        processed += len(codes)
-        del due[now]
     # the handlers call one another through their closure cells: a reference cycle that would
     # keep this replication's state alive until the garbage collector runs; emptying the cells
     # frees it now (ruff takes the rebinding for a redefinition)
     acquire = dispatch = complete = build = power_dispatch = tranche_online = None  # noqa: F811
     order = serve = catch_up = wake = granted = delivered = site_starts = None  # noqa: F811
-    events = processed + quiet_ends + sum(map(len, due.values()))  # due: past the horizon
+    # with those due past the horizon
+    events = processed + quiet_ends + sum(1 if c.__class__ is int else len(c) for c in due.values())
     return LeanRun(ready, start, finish, capacity, hbm_log, events)
 
 
