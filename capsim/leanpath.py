@@ -134,8 +134,10 @@ class _Plan:
         self.site_left = [len(info.tasks) for info in sites]
         self.site_mw = [info.spec.mw for info in sites]
         self.has_construction = [info.has_construction for info in sites]
-        self.names = np.array(model.site_names, dtype=object)
-        self.owners = np.array(model.site_owners, dtype=object)
+        # the profiles' world columns of HBM allocations, taken by site
+        self.kinds = pd.array(["hbm_allocated"], dtype="str")
+        self.names = pd.array(model.site_names, dtype="str")
+        self.owners = pd.array(model.site_owners, dtype="str")
         # GPU tranches, numbered across the model: a gpus task's are consecutive
         self.tranches: list[range] = [range(0)] * len(tasks)
         self.tranche_task: list[int] = []
@@ -605,8 +607,8 @@ def _simulate_chunk(
         on_grid = np.take_along_axis(before, at[:, :, None], axis=1)
         hbm = list(chain.from_iterable(run.hbm for run in runs[:k]))
         site = np.array(hbm[1::3], dtype=int)
-        world = (np.repeat(reps[:k], [len(run.hbm) // 3 for run in runs[:k]]).tolist(),
-                 hbm[0::3], ["hbm_allocated"] * len(site), p.names[site].tolist(),
-                 p.owners[site].tolist(), hbm[2::3])  # fmt: skip
+        world = (np.repeat(reps[:k], [len(run.hbm) // 3 for run in runs[:k]]), hbm[0::3],
+                 p.kinds.take(np.zeros(len(site), int)), p.names.take(site),
+                 p.owners.take(site), hbm[2::3])  # fmt: skip
         profiles.add_batch(reps[:k], np.stack([ready, begun, finish], axis=2)[:k], on_grid, *world)
     return rows, stage_sums(p.layout, ready, begun, finish)

@@ -25,6 +25,7 @@ starts and finishes (a probabilistic Gantt), capacity fans, HBM by buyer, how of
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 import pandas as pd
@@ -61,8 +62,8 @@ class Profiles:
         self._replications: list[np.ndarray] = []
         self._times: list[np.ndarray] = []
         self._capacity: list[np.ndarray] = []
-        # the world events' columns: replication, time, kind, subject, org, amount
-        self._world: tuple[list, ...] = tuple([] for _ in WORLD_COLUMNS)
+        # the world events, a batch at a time: its columns (WORLD_COLUMNS)
+        self._world: list[tuple[Sequence, ...]] = []
 
     def add(self, replication: int, run: Run, levels: np.ndarray | None = None) -> None:
         """Keep the profile of one replication; ``levels`` are its
@@ -83,12 +84,13 @@ class Profiles:
         """Keep the profiles of several replications: their numbers, the active stages' (ready,
         start, finish) as an array (replications x stages x 3), the capacity on :attr:`grid`
         (replications x points x 3) and, if any, the notable world events as six columns
-        (replication, time, kind, subject, org, amount), in log order."""
+        (replication, time, kind, subject, org, amount: sequences, the strings as lists or
+        pandas ``str`` arrays), in log order."""
         self._replications.append(replications)
         self._times.append(times)
         self._capacity.append(capacity)
-        for column, values in zip(self._world, world, strict=False):
-            column.extend(values)
+        if world:
+            self._world.append(world)
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """The profiles as three long tables: ``stage_times``, ``capacity`` and ``world``."""
@@ -107,15 +109,23 @@ class Profiles:
              "point": np.tile(np.arange(n_points), len(reps)),
              **{measure: levels[:, k] for k, measure in enumerate(MEASURES)}}
         )  # fmt: skip
-        replication, time, kind, subject, org, amount = self._world
+        columns = list(zip(*self._world, strict=True)) or [()] * len(WORLD_COLUMNS)
+        replication, time, kind, subject, org, amount = columns  # each: its batches' parts
+        amounts = list(chain.from_iterable(amount))
         world = pd.DataFrame(
-            {"replication": np.array(replication, dtype=np.int64),
-             "time": np.array(time, dtype=float),
-             **{name: pd.array(values, dtype="str")
-                for name, values in (("kind", kind), ("subject", subject), ("org", org))},
-             "amount": pd.Series(amount, dtype=None if amount else object)}
+            {"replication": np.fromiter(chain.from_iterable(replication), np.int64),
+             "time": np.fromiter(chain.from_iterable(time), float),
+             **{name: _strings(parts)
+                for name, parts in (("kind", kind), ("subject", subject), ("org", org))},
+             "amount": pd.Series(amounts, dtype=None if amounts else object)}
         )  # fmt: skip
         return {"stage_times": stage_times, "capacity": capacity, "world": world}
+
+
+def _strings(parts: Sequence[Sequence[str]]) -> pd.api.extensions.ExtensionArray:
+    """One pandas ``str`` array of ``parts`` (lists, or ``str`` arrays taken as they are)."""
+    arrays = [pd.array(part, dtype="str") for part in parts] or [pd.array([], dtype="str")]
+    return arrays[0]._concat_same_type(arrays)
 
 
 def _quantiles(values: pd.DataFrame, by: str | list[str], column: str) -> pd.DataFrame:
