@@ -517,8 +517,13 @@ def _simulate(p: _Plan, values: list[float]) -> LeanRun:
             break
         codes = due.pop(now)  # those scheduled meanwhile for now are due after these
         if codes.__class__ is int:
+            processed += 1
+            if codes >= 0:  # the usual event: one task ends
+                complete(codes)
+                continue
             codes = (codes,)
-        processed += len(codes)
+        else:
+            processed += len(codes)
         for code in codes:
             if code >= 0:
                 complete(code)
