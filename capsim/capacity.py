@@ -188,10 +188,18 @@ def levels_on_grid(levels: np.ndarray, times: np.ndarray) -> np.ndarray:
     """The (MW, GPUs, PFLOPS) of ``levels`` (rows of time and the three levels after each change,
     as :func:`perspective_levels` gives them) at each of ``times``, counting changes at exactly
     that time."""
-    levels = np.vstack([np.zeros((1, 4)), levels])
-    # the last change at or before each time (the leading zero row covers earlier times)
-    at = np.searchsorted(levels[1:, 0], np.asarray(times) + 1e-9, side="right")
-    return levels[at, 1:]
+    return batch_on_grid(levels[None, :, 0], levels[None, :, 1:], times)[0]
+
+
+def batch_on_grid(changes: np.ndarray, levels: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """:func:`levels_on_grid` of several replications at once: ``changes`` (replications x
+    changes, the times; NaN pads a shorter replication's row at its end) and ``levels``
+    (replications x changes x 3) give an array of shape (replications, len(times), 3)."""
+    points = np.asarray(times) + 1e-9
+    # the last change at or before each time (NaN sorts after every time), 0 before the first
+    at = np.stack([np.searchsorted(row, points, side="right") for row in changes])
+    before = np.concatenate([np.zeros((len(levels), 1, 3)), levels], axis=1)
+    return np.take_along_axis(before, at.reshape(len(levels), -1, 1), axis=1)
 
 
 def gpu_hours(run: Run, org: str) -> float:

@@ -48,6 +48,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from capsim.capacity import batch_on_grid
 from capsim.engine import gc_paused
 from capsim.fastpath import chunk_rows
 from capsim.kinds import StageKinds
@@ -133,7 +134,6 @@ class _Plan:
         self.site_roots = [tuple(t for t in info.tasks if not model.pending[t]) for info in sites]
         self.site_left = [len(info.tasks) for info in sites]
         self.site_mw = [info.spec.mw for info in sites]
-        self.has_construction = [info.has_construction for info in sites]
         # the profiles' world columns of HBM allocations, taken by site
         self.kinds = pd.array(["hbm_allocated"], dtype="str")
         self.names = pd.array(model.site_names, dtype="str")
@@ -604,12 +604,7 @@ def _simulate_chunk(
     tasks = p.layout.tasks
     ready, begun, finish = ready[:, tasks], begun[:, tasks], finish[:, tasks]
     if profiles is not None and (k := min(stop, PROFILE_REPS) - start) > 0:
-        # capacity on the profiles' grid (as capsim.capacity.levels_on_grid): the last change
-        # at or before each point, row 0 before the first (NaN padding sorts after every time)
-        points = profiles.grid + 1e-9
-        at = np.stack([np.searchsorted(times[i], points, side="right") for i in range(k)])
-        before = np.concatenate([np.zeros((k, 1, 3)), levels[:k]], axis=1)
-        on_grid = np.take_along_axis(before, at[:, :, None], axis=1)
+        on_grid = batch_on_grid(times[:k], levels[:k], profiles.grid)
         hbm = list(chain.from_iterable(run.hbm for run in runs[:k]))
         site = np.array(hbm[1::3], dtype=int)
         world = (np.repeat(reps[:k], [len(run.hbm) // 3 for run in runs[:k]]), hbm[0::3],
