@@ -338,15 +338,11 @@ class _Rows:
     def __init__(self, reps: int) -> None:
         self.reps = reps
         self.chunks: dict[int, int] = {}  # stop by start of every chunk added
+        self.count = 0  # rows added
         self._dtypes: pd.Series | None = None
         self._runs: list[tuple[int, int, np.ndarray]] = []  # first, last column + 1, values
         self._waiting: list[tuple[int, pd.DataFrame]] = []  # chunks not stored yet
         self._others: dict[int, pd.DataFrame] = {}  # chunks of other columns or dtypes
-
-    @property
-    def count(self) -> int:
-        """How many rows were added."""
-        return sum(stop - start for start, stop in self.chunks.items())
 
     def add(self, start: int, rows: pd.DataFrame) -> None:
         """Take the rows of the chunk of replications ``start`` to ``start + len(rows) - 1``
@@ -366,6 +362,7 @@ class _Rows:
         else:
             self._others[start] = rows
         self.chunks[start] = start + len(rows)
+        self.count += len(rows)
 
     def _store(self) -> None:
         """Copy the waiting chunks into the arrays."""
