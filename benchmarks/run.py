@@ -724,6 +724,12 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, help="alternations of capsim and its baseline (default 3, 2 for (c))"
     )
     parser.add_argument(
+        "--parallel-reps",
+        dest="mc_reps",
+        type=int,
+        help="replications of (c) (default 2000, the target's size)",
+    )
+    parser.add_argument(
         "--output", type=Path, default=HERE / "results.json", help="where to write the results"
     )
     cfg = parser.parse_args(argv)
