@@ -144,9 +144,11 @@ def run_chunk(
 
 
 def code_fingerprint() -> str:
-    """A hash of capsim's own source: chunks computed by other code are not reused."""
+    """A hash of capsim's own source, the compiled lean loop's included (its ``.pyx`` is installed
+    with the package): chunks computed by other code are not reused."""
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    here = Path(__file__).parent
+    for path in sorted([*here.glob("*.py"), *here.glob("*.pyx")]):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
