@@ -44,7 +44,6 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from capsim._lean import Kernel
 from capsim.capacity import batch_on_grid
 from capsim.fastpath import chunk_rows
 from capsim.kinds import StageKinds
@@ -53,6 +52,11 @@ from capsim.profiles import PROFILE_REPS, Profiles
 from capsim.schema import Site
 from capsim.tally import TallyLayout, stage_sums
 from capsim.world import NEWEST, Generation
+
+try:
+    from capsim._lean import Kernel
+except ImportError:  # a source tree that was not built (pip install builds it): the engine runs
+    Kernel = None
 
 KINDS = ("task", "construction", "gpus")  # their codes in the kernel: 0, 1, 2
 
@@ -68,8 +72,10 @@ def eligible(model: Model) -> bool:
 def _eligible(model: Model) -> bool:
     s = model.scenario
     active = [info for info in model.sites if info.active]
+    tasks = [model.tasks[t] for t in model.active_tasks]
     return (
-        all(model.tasks[t].kind in KINDS and not model.tasks[t].risks for t in model.active_tasks)
+        Kernel is not None
+        and all(task.kind in KINDS and not task.risks for task in tasks)
         and not any(info.start_risks for info in active)
         and not any(lease.active for lease in model.leases)
         and s.lab is None  # costs come from the event log
@@ -79,7 +85,7 @@ def _eligible(model: Model) -> bool:
         # a gpus stage asking for the newest generation has one to wait for
         and all(
             model.generation_times(model.org(model.sites[task.site].spec.org).tier)
-            for task in (model.tasks[t] for t in model.active_tasks)
+            for task in tasks
             if task.kind == "gpus" and _wanted(model.sites[task.site].spec) == NEWEST
         )
     )
