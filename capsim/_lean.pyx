@@ -59,8 +59,8 @@ cdef extern from * nogil:
         void push(const LeanWait&)
         void pop()
 
-# what an event does (its code's low 3 bits; the rest is the task, tranche or site), as
-# capsim.leanpath numbers them: a construction phase is built, a GPU tranche is delivered, an HBM
+# what an event does (its code's low 3 bits; the rest is the task, tranche or site): a
+# construction phase is built, a GPU tranche is delivered, an HBM
 # delivery is made, a tranche asks again for its generation, a site starts. A task's end is
 # coded by its number (>= 0), the others as ~(which << 3 | what).
 cdef enum:
@@ -71,27 +71,6 @@ cdef enum:
     SITE = 5
 
 cdef double EPS = 1e-9  # capsim.resources' and capsim.hbm's tolerance
-
-
-cdef vector[int] _ints(object values):
-    cdef vector[int] out
-    for v in values:
-        out.push_back(v)
-    return out
-
-
-cdef vector[long long] _longs(object values):
-    cdef vector[long long] out
-    for v in values:
-        out.push_back(v)
-    return out
-
-
-cdef vector[double] _doubles(object values):
-    cdef vector[double] out
-    for v in values:
-        out.push_back(v)
-    return out
 
 
 cdef object _array(vector[double]& values):
@@ -144,30 +123,24 @@ cdef class Kernel:
     cdef vector[double] capacity, hbm_log
 
     def __init__(self, tables: dict) -> None:
-        t = tables
-        self.horizon = t["horizon"]
-        self.market = t["market"]
-        self.starts_now = t["starts_now"]
-        self.kind, self.phases = _ints(t["kind"]), _ints(t["phases"])
-        self.end_site, self.pending0 = _ints(t["end_site"]), _ints(t["pending"])
-        self.task_site = _ints(t["task_site"])
-        self.tr_first, self.tr_count = _ints(t["tr_first"]), _ints(t["tr_count"])
-        self.priority = _longs(t["priority"])
-        self.need_ptr, self.need_pool = _ints(t["need_ptr"]), _ints(t["need_pool"])
-        self.need_amount = _doubles(t["need_amount"])
-        self.succ_ptr, self.succ = _ints(t["succ_ptr"]), _ints(t["succ"])
-        self.root_ptr, self.root = _ints(t["root_ptr"]), _ints(t["root"])
-        self.capacity0 = _doubles(t["capacity"])
-        self.active, self.site_left0 = _ints(t["active"]), _ints(t["site_left"])
-        self.site_start, self.site_mw = _doubles(t["site_start"]), _doubles(t["site_mw"])
-        self.tr_task, self.tr_site = _ints(t["tr_task"]), _ints(t["tr_site"])
-        self.tr_slot, self.tr_prio = _ints(t["tr_slot"]), _longs(t["tr_prio"])
-        self.choice_ptr, self.choice_time = _ints(t["choice_ptr"]), _doubles(t["choice_time"])
-        self.choice_gpus, self.choice_gb = _doubles(t["choice_gpus"]), _doubles(t["choice_gb"])
-        self.choice_mw = _doubles(t["choice_mw"])
-        self.choice_pflops = _doubles(t["choice_pflops"])
-        self.hbm_times, self.hbm_common = _doubles(t["hbm_times"]), _doubles(t["hbm_common"])
-        self.fleet = _doubles(t["fleet"])
+        t = tables  # each sequence becomes a vector (Cython's conversion)
+        self.horizon, self.market, self.starts_now = t["horizon"], t["market"], t["starts_now"]
+        self.kind, self.phases, self.end_site = t["kind"], t["phases"], t["end_site"]
+        self.pending0, self.task_site, self.priority = t["pending"], t["task_site"], t["priority"]
+        self.tr_first, self.tr_count = t["tr_first"], t["tr_count"]
+        self.need_ptr, self.need_pool, self.need_amount = (
+            t["need_ptr"], t["need_pool"], t["need_amount"]
+        )
+        self.succ_ptr, self.succ = t["succ_ptr"], t["succ"]
+        self.root_ptr, self.root = t["root_ptr"], t["root"]
+        self.capacity0, self.active, self.site_left0 = t["capacity"], t["active"], t["site_left"]
+        self.site_start, self.site_mw = t["site_start"], t["site_mw"]
+        self.tr_task, self.tr_site, self.tr_slot = t["tr_task"], t["tr_site"], t["tr_slot"]
+        self.tr_prio, self.choice_ptr = t["tr_prio"], t["choice_ptr"]
+        self.choice_time, self.choice_gpus = t["choice_time"], t["choice_gpus"]
+        self.choice_gb, self.choice_mw = t["choice_gb"], t["choice_mw"]
+        self.choice_pflops = t["choice_pflops"]
+        self.hbm_times, self.hbm_common, self.fleet = t["hbm_times"], t["hbm_common"], t["fleet"]
         self.n_tasks = self.kind.size()
         self.n_sites = self.site_mw.size()
         self.n_tranches = self.tr_task.size()
@@ -241,8 +214,7 @@ cdef class Kernel:
         self.scheduled = self.arrivals = 0
         self.hbm_next = 0
         self.hbm_woken = False
-        for i in range(<int>self.fleet.size()):
-            self.capacity.push_back(self.fleet[i])
+        self.capacity.insert(self.capacity.end(), self.fleet.begin(), self.fleet.end())
 
         if self.starts_now:
             for site in self.active:

@@ -156,7 +156,7 @@ class _Plan:
                 g = s.generations[gen]
                 fleet.extend((0.0, gpus * g.power_kw / 1000, gpus, g.pflops))
         flat = list(chain.from_iterable(choices))
-        self.tables = {
+        tables = {
             "horizon": s.horizon,
             "market": s.hbm is not None,
             "starts_now": model.starts_now,
@@ -169,12 +169,12 @@ class _Plan:
             "priority": model.task_priority,
             "tr_first": tr_first,
             "tr_count": tr_count,
-            **_csr("need", needs),
+            "need_ptr": _offsets(needs),
             "need_pool": [q for q, _ in chain.from_iterable(needs)],
             "need_amount": [amount for _, amount in chain.from_iterable(needs)],
-            **_csr("succ", [t.successors for t in tasks]),
+            "succ_ptr": _offsets([t.successors for t in tasks]),
             "succ": list(chain.from_iterable(t.successors for t in tasks)),
-            **_csr("root", roots),
+            "root_ptr": _offsets(roots),
             "root": list(chain.from_iterable(roots)),
             "capacity": [float(s.resources[name].capacity) for name in pools],
             "active": [info.index for info in sites if info.active],
@@ -185,7 +185,7 @@ class _Plan:
             "tr_site": tr_site,
             "tr_slot": tr_slot,
             "tr_prio": [order[pair] for pair in tr_rank],
-            **_csr("choice", choices),
+            "choice_ptr": _offsets(choices),
             **{
                 f"choice_{name}": [c[k] for c in flat]
                 for k, name in enumerate(("time", "gpus", "gb", "mw", "pflops"))
@@ -194,7 +194,7 @@ class _Plan:
             "hbm_common": [common for _, _, common in model.hbm_schedule],
             "fleet": fleet,
         }
-        self.kernel = Kernel(self.tables)
+        self.kernel = Kernel(tables)
         # the profiles' world columns of HBM allocations, taken by site
         self.kinds = pd.array(["hbm_allocated"], dtype="str")
         self.names = pd.array(model.site_names, dtype="str")
@@ -210,9 +210,9 @@ class _Plan:
         return ready, start, finish, *self.kernel.run(delays, ready, start, finish)
 
 
-def _csr(name: str, lists: list) -> dict[str, list[int]]:
-    """The ``{name}_ptr`` offsets of ``lists`` laid end to end."""
-    return {f"{name}_ptr": [0, *np.cumsum([len(x) for x in lists], dtype=int).tolist()]}
+def _offsets(lists: list) -> list[int]:
+    """Where each of ``lists`` starts when they are laid end to end, and where the last ends."""
+    return np.cumsum([0, *(len(x) for x in lists)], dtype=int).tolist()
 
 
 def _bought(size: int | None, share: float, gen: Generation) -> tuple[int, float, float, float]:
