@@ -179,16 +179,17 @@ cdef class Kernel:
         cdef size_t cap_before, hbm_before
         self.capacity.clear()
         self.hbm_log.clear()
-        for r in range(n):
-            self.values = &values[r, 0]
-            self.ready, self.start, self.finish = &ready[r, 0], &start[r, 0], &finish[r, 0]
-            cap_before, hbm_before = self.capacity.size(), self.hbm_log.size()
-            evs[r] = self._replication()
-            caps[r] = (self.capacity.size() - cap_before) // 4
-            hbms[r] = (self.hbm_log.size() - hbm_before) // 3
+        with nogil:  # other threads run meanwhile (a pool's result reader, say)
+            for r in range(n):
+                self.values = &values[r, 0]
+                self.ready, self.start, self.finish = &ready[r, 0], &start[r, 0], &finish[r, 0]
+                cap_before, hbm_before = self.capacity.size(), self.hbm_log.size()
+                evs[r] = self._replication()
+                caps[r] = (self.capacity.size() - cap_before) // 4
+                hbms[r] = (self.hbm_log.size() - hbm_before) // 3
         return _array(self.capacity), cap_counts, _array(self.hbm_log), hbm_counts, n_events
 
-    cdef long long _replication(self):
+    cdef long long _replication(self) noexcept nogil:
         cdef int i, site
         cdef double d
         cdef LeanEvent ev
@@ -252,20 +253,20 @@ cdef class Kernel:
                 self._site_starts(<int>which)
         return self.scheduled
 
-    cdef inline void _schedule(self, double t, long long code):
+    cdef inline void _schedule(self, double t, long long code) noexcept nogil:
         cdef LeanEvent ev
         ev.t, ev.seq, ev.code = t, self.scheduled, code
         self.scheduled += 1
         self.events.push(ev)
 
-    cdef void _site_starts(self, int site):
+    cdef void _site_starts(self, int site) noexcept nogil:
         cdef int k, task
         for k in range(self.root_ptr[site], self.root_ptr[site + 1]):
             task = self.root[k]
             self.ready[task] = self.now
             self._acquire(task)
 
-    cdef void _acquire(self, int task):
+    cdef void _acquire(self, int task) noexcept nogil:
         """The engine's _acquire: ask for the next resource, or start the task."""
         cdef int a = self.need_ptr[task], b = self.need_ptr[task + 1], k, q, i, phases, tr
         cdef double amount, total
@@ -299,7 +300,7 @@ cdef class Kernel:
             for tr in range(self.tr_first[task], self.tr_first[task] + self.tr_count[task]):
                 self._order(tr)
 
-    cdef void _dispatch(self, int q):
+    cdef void _dispatch(self, int q) noexcept nogil:
         """Serve pool ``q``'s queue, strictly head of line."""
         cdef LeanWait w
         while not self.lines[q].empty():
@@ -310,7 +311,7 @@ cdef class Kernel:
             self.available[q] -= w.amount
             self._acquire(<int>w.who)
 
-    cdef void _complete(self, int task):
+    cdef void _complete(self, int task) noexcept nogil:
         cdef int k, q, successor, site
         self.finish[task] = self.now
         for k in range(self.need_ptr[task], self.need_ptr[task + 1]):  # give back what it holds
@@ -330,13 +331,13 @@ cdef class Kernel:
             if self.site_left[site] == 0:
                 self._build(site, self.site_mw[site])
 
-    cdef void _record(self, double mw, double gpus, double pflops):
+    cdef void _record(self, double mw, double gpus, double pflops) noexcept nogil:
         self.capacity.push_back(self.now)
         self.capacity.push_back(mw)
         self.capacity.push_back(gpus)
         self.capacity.push_back(pflops)
 
-    cdef void _build(self, int site, double mw):
+    cdef void _build(self, int site, double mw) noexcept nogil:
         cdef double delta
         self.built[site] += mw
         delta = self.built[site] - self.online[site]  # every site is powered
@@ -346,7 +347,7 @@ cdef class Kernel:
             self.powered[site] += delta
             self._power_dispatch(site)
 
-    cdef void _power_dispatch(self, int site):
+    cdef void _power_dispatch(self, int site) noexcept nogil:
         """The engine's Supply of powered MW: delivered tranches in arrival order."""
         cdef int tr
         while self.power_head[site] >= 0:
@@ -357,14 +358,14 @@ cdef class Kernel:
             self.powered[site] -= self.b_mw[tr]
             self._tranche_online(tr)
 
-    cdef void _tranche_online(self, int tr):
+    cdef void _tranche_online(self, int tr) noexcept nogil:
         cdef int task = self.tr_task[tr]
         self._record(0.0, self.b_gpus[tr], self.b_pflops[tr])
         self.tranche_left[task] -= 1
         if self.tranche_left[task] == 0:
             self._complete(task)
 
-    cdef void _order(self, int tr):
+    cdef void _order(self, int tr) noexcept nogil:
         """The engine's _order_tranche: the generation it gets now (the last of its choices
         available by now), or a new order when the first becomes available."""
         cdef int a = self.choice_ptr[tr], b = self.choice_ptr[tr + 1], k, chosen = -1
@@ -396,7 +397,7 @@ cdef class Kernel:
         if not self.hbm_woken:
             self._wake()
 
-    cdef void _serve(self):
+    cdef void _serve(self) noexcept nogil:
         cdef vector[int] filled
         cdef LeanWait w
         cdef int tr
@@ -410,7 +411,7 @@ cdef class Kernel:
         for tr in filled:
             self._granted(tr)
 
-    cdef void _catch_up(self):
+    cdef void _catch_up(self) noexcept nogil:
         cdef double common = 0.0
         while self.hbm_next < self.n_deliveries and self.hbm_times[self.hbm_next] <= self.now:
             common += self.hbm_common[self.hbm_next]
@@ -419,7 +420,7 @@ cdef class Kernel:
             self.hbm_pool += common
             self._serve()
 
-    cdef void _wake(self):
+    cdef void _wake(self) noexcept nogil:
         cdef double d
         if self.hbm_woken or self.orders.empty() or self.hbm_next >= self.n_deliveries:
             return
@@ -427,7 +428,7 @@ cdef class Kernel:
         d = self.hbm_times[self.hbm_next] - self.now
         self._schedule(self.now + (d if d > 0 else 0.0), ~(<long long>TICK))
 
-    cdef void _granted(self, int tr):
+    cdef void _granted(self, int tr) noexcept nogil:
         if self.market:
             self.hbm_log.push_back(self.now)
             self.hbm_log.push_back(self.tr_site[tr])
@@ -436,7 +437,7 @@ cdef class Kernel:
             self.now + self.values[self.tr_slot[tr]], ~((<long long>tr) << 3 | DELIVERED)
         )
 
-    cdef void _delivered(self, int tr):
+    cdef void _delivered(self, int tr) noexcept nogil:
         cdef int site = self.tr_site[tr]
         cdef double mw = self.b_mw[tr]
         if self.power_head[site] < 0 and mw <= self.powered[site] + EPS:
