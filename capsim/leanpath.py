@@ -195,10 +195,6 @@ class _Plan:
             "fleet": fleet,
         }
         self.kernel = Kernel(tables)
-        # the profiles' world columns of HBM allocations, taken by site
-        self.kinds = pd.array(["hbm_allocated"], dtype="str")
-        self.names = pd.array(model.site_names, dtype="str")
-        self.owners = pd.array(model.site_owners, dtype="str")
         self.layout = TallyLayout.of(model)
 
     def run(self, values: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -282,8 +278,9 @@ def simulate_chunk(
         on_grid = batch_on_grid(times[:k], levels[:k], profiles.grid)
         allocations = hbm[: 3 * hbm_counts[:k].sum()].reshape(-1, 3)
         site = allocations[:, 1].astype(int)
-        world = (np.repeat(reps[:k], hbm_counts[:k]), allocations[:, 0].tolist(),
-                 p.kinds.take(np.zeros(len(site), int)), p.names.take(site),
-                 p.owners.take(site), allocations[:, 2].tolist())  # fmt: skip
+        names, owners = profiles.codes(model.site_names), profiles.codes(model.site_owners)
+        world = (np.repeat(reps[:k], hbm_counts[:k]), allocations[:, 0],
+                 np.repeat(profiles.codes(["hbm_allocated"]), len(site)), names[site],
+                 owners[site], allocations[:, 2])  # fmt: skip
         profiles.add_batch(reps[:k], np.stack([ready, begun, finish], axis=2)[:k], on_grid, *world)
     return rows, stage_sums(p.layout, ready, begun, finish)

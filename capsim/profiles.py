@@ -24,8 +24,8 @@ starts and finishes (a probabilistic Gantt), capacity fans, HBM by buyer, how of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from itertools import chain
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,9 @@ PROFILE_KINDS = frozenset((*NOTABLE, "hbm_allocated"))
 MEASURES = ("mw", "gpus", "pflops")
 QUANTILES = (0.1, 0.5, 0.9)
 WORLD_COLUMNS = ("replication", "time", "kind", "subject", "org", "amount")
+#: the world's string columns, kept in a batch as codes into its ``strings``
+STRING_COLUMNS = frozenset(("kind", "subject", "org"))
+DTYPES = {"replication": np.int64, "time": float, "amount": float}  # codes are int64
 
 
 def grid(model: Model) -> np.ndarray:
@@ -51,19 +54,102 @@ def grid(model: Model) -> np.ndarray:
     return np.unique([0.0, *model.month_starts, model.scenario.horizon])
 
 
+@dataclass(frozen=True)
+class ProfileBatch:
+    """The profiles of some replications as arrays: what a chunk of replications sends back
+    (cheap to send and to put together); :meth:`frames` makes the tables once.
+
+    ``replications`` (n), ``tasks`` (the active stages' task numbers), ``times`` (n x stages x
+    3: ready, start, finish), ``capacity`` (n x :func:`grid` points x 3: MW, GPUs, PFLOPS) and
+    ``world``: the notable world events, in log order, as the six :data:`WORLD_COLUMNS` arrays,
+    amounts as floats (NaN for none) and kinds, subjects and orgs as codes into ``strings``.
+    """
+
+    replications: np.ndarray
+    tasks: np.ndarray
+    times: np.ndarray
+    capacity: np.ndarray
+    world: tuple[np.ndarray, ...]
+    strings: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        """How many replications it holds."""
+        return len(self.replications)
+
+    @classmethod
+    def concat(cls, batches: Sequence[ProfileBatch]) -> ProfileBatch:
+        """``batches`` (at least one, of one model and the same ``strings``) one after the
+        other."""
+        first = batches[0]
+        if len(batches) == 1:
+            return first
+        return cls(
+            np.concatenate([b.replications for b in batches]), first.tasks,
+            np.concatenate([b.times for b in batches]),
+            np.concatenate([b.capacity for b in batches]),
+            tuple(map(np.concatenate, zip(*(b.world for b in batches), strict=True))),
+            first.strings,
+        )  # fmt: skip
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """The profiles as three long tables: ``stage_times``, ``capacity`` and ``world``."""
+        reps, n = self.replications, self.size
+        times = self.times.reshape(-1, 3)
+        stage_times = pd.DataFrame(
+            {"replication": np.repeat(reps, len(self.tasks)), "task": np.tile(self.tasks, n),
+             "ready": times[:, 0], "start": times[:, 1], "finish": times[:, 2]},
+            copy=False,  # the columns as they are (a copy into one block costs 20x more)
+        )  # fmt: skip
+        points, levels = self.capacity.shape[1], self.capacity.reshape(-1, 3)
+        capacity = pd.DataFrame(
+            {"replication": np.repeat(reps, points), "point": np.tile(np.arange(points), n),
+             **{measure: levels[:, k] for k, measure in enumerate(MEASURES)}},
+            copy=False,
+        )  # fmt: skip
+        strings = pd.array(list(self.strings), dtype="str")
+        world = pd.DataFrame(
+            {name: strings.take(column) if name in STRING_COLUMNS else column
+             for name, column in zip(WORLD_COLUMNS, self.world, strict=True)},
+            copy=False,
+        )  # fmt: skip
+        return {"stage_times": stage_times, "capacity": capacity, "world": world}
+
+    @classmethod
+    def from_frames(cls, frames: dict[str, pd.DataFrame]) -> ProfileBatch:
+        """The batch whose :meth:`frames` are ``frames`` (as read back from a chunk's files)."""
+        stage_times, capacity, world = frames["stage_times"], frames["capacity"], frames["world"]
+        reps = capacity["replication"].unique()
+        n_tasks = len(stage_times) // max(len(reps), 1)
+        codes, strings = pd.factorize(
+            np.concatenate([world[name].to_numpy(object) for name in WORLD_COLUMNS[2:5]])
+        )
+        parts = dict(zip(WORLD_COLUMNS[2:5], np.split(codes.astype(np.int64), 3), strict=True))
+        return cls(
+            reps, stage_times["task"].to_numpy()[:n_tasks],
+            stage_times[["ready", "start", "finish"]].to_numpy().reshape(len(reps), n_tasks, 3),
+            capacity[list(MEASURES)].to_numpy().reshape(len(reps), -1, 3),
+            tuple(parts[name] if name in parts else world[name].to_numpy(DTYPES[name])
+                  for name in WORLD_COLUMNS),
+            tuple(strings),
+        )  # fmt: skip
+
+
 class Profiles:
     """Collects the profiles of replications: one :meth:`add` per replication, or
-    :meth:`add_batch` for several at once."""
+    :meth:`add_batch` for several at once; :meth:`batch` gives them all."""
 
     def __init__(self, model: Model) -> None:
         self.model = model
         self.tasks = np.array(model.active_tasks, dtype=int)
         self.grid = grid(model)
-        self._replications: list[np.ndarray] = []
-        self._times: list[np.ndarray] = []
-        self._capacity: list[np.ndarray] = []
-        # the world events, a batch at a time: its columns (WORLD_COLUMNS)
-        self._world: list[tuple[Sequence, ...]] = []
+        self._batches: list[ProfileBatch] = []
+        self._codes: dict[str, int] = {}  # of the world's strings, as they come
+
+    def codes(self, strings: Iterable[str]) -> np.ndarray:
+        """The codes of ``strings`` in the world columns of :meth:`add_batch`."""
+        codes = self._codes
+        return np.fromiter((codes.setdefault(s, len(codes)) for s in strings), np.int64)
 
     def add(self, replication: int, run: Run, levels: np.ndarray | None = None) -> None:
         """Keep the profile of one replication; ``levels`` are its
@@ -74,7 +160,10 @@ class Profiles:
         world = [(replication, *e[:5]) for e in run.log if e[1] in PROFILE_KINDS]
         levels = perspective_levels(run) if levels is None else levels
         capacity = levels_on_grid(levels, self.grid)
-        columns = zip(*world, strict=True)
+        columns = [
+            self.codes(column) if name in STRING_COLUMNS else column
+            for name, column in zip(WORLD_COLUMNS, zip(*world, strict=True), strict=True)
+        ] if world else []  # fmt: skip
         self.add_batch(np.array([replication]), times[None], capacity[None], *columns)
 
     def add_batch(
@@ -83,49 +172,86 @@ class Profiles:
     ) -> None:  # fmt: skip
         """Keep the profiles of several replications: their numbers, the active stages' (ready,
         start, finish) as an array (replications x stages x 3), the capacity on :attr:`grid`
-        (replications x points x 3) and, if any, the notable world events as six columns
-        (replication, time, kind, subject, org, amount: sequences, the strings as lists or
-        pandas ``str`` arrays), in log order."""
-        self._replications.append(replications)
-        self._times.append(times)
-        self._capacity.append(capacity)
-        if world:
-            self._world.append(world)
+        (replications x points x 3) and, if any, the notable world events as the six
+        :data:`WORLD_COLUMNS`, in log order, kinds, subjects and orgs by their :meth:`codes`."""
+        reps = np.asarray(replications, dtype=np.int64)
+        self._batches.append(ProfileBatch(reps, self.tasks, times, capacity, _world(world), ()))
+
+    def batch(self) -> ProfileBatch:
+        """Every profile kept, as one batch."""
+        if not self._batches:
+            self.add_batch(np.empty(0), np.empty((0, len(self.tasks), 3)),
+                           np.empty((0, len(self.grid), 3)))  # fmt: skip
+        strings = tuple(self._codes)  # the codes of every batch added: they only grow
+        return ProfileBatch.concat([replace(b, strings=strings) for b in self._batches])
 
     def frames(self) -> dict[str, pd.DataFrame]:
-        """The profiles as three long tables: ``stage_times``, ``capacity`` and ``world``."""
-        reps = np.concatenate(self._replications) if self._replications else np.empty(0, int)
-        n_tasks, n_points = len(self.tasks), len(self.grid)
-        times = np.concatenate(self._times).reshape(-1, 3) if self._times else np.empty((0, 3))
-        stage_times = pd.DataFrame(
-            {"replication": np.repeat(reps, n_tasks), "task": np.tile(self.tasks, len(reps)),
-             "ready": times[:, 0], "start": times[:, 1], "finish": times[:, 2]}
-        )  # fmt: skip
-        levels = (
-            np.concatenate(self._capacity).reshape(-1, 3) if self._capacity else np.empty((0, 3))
+        """The profiles as three long tables (:meth:`ProfileBatch.frames`)."""
+        return self.batch().frames()
+
+
+class Sample:
+    """The profiles of a Monte Carlo run: its first ``size`` replications', gathered as chunks
+    bring them (in any order) into arrays allocated once, so that little is left to do once
+    the last chunk is in (:meth:`batch`).
+
+    >>> from capsim.loader import load_scenario, shipped_scenario
+    >>> from capsim.model import Model, replication_rng
+    >>> model = Model(load_scenario(shipped_scenario("greenfield-campus")))
+    >>> sample, chunk = Sample(model, 4), Profiles(model)
+    >>> for i in (2, 3, 0, 1):
+    ...     chunk.add(i, model.run(model.draw(replication_rng(1, i))))
+    >>> sample.add(chunk.batch())
+    >>> sample.batch(4).replications.tolist()
+    [0, 1, 2, 3]
+    """
+
+    def __init__(self, model: Model, size: int) -> None:
+        self.tasks = np.array(model.active_tasks, dtype=int)
+        self.times = np.empty((size, len(self.tasks), 3))
+        self.capacity = np.empty((size, len(grid(model)), 3))
+        self.kept = np.zeros(size, dtype=bool)  # replications added (a failed one has none)
+        self._world: dict[int, tuple[np.ndarray, ...]] = {}  # by the batch's first replication
+        self._codes: dict[str, int] = {}
+
+    def add(self, batch: ProfileBatch) -> None:
+        """Take the profiles of ``batch`` (those of replications below ``size``; a batch holds
+        replications that no other batch added holds, as a chunk's do)."""
+        keep = batch.replications < len(self.kept)
+        if not keep.any():
+            return
+        reps = batch.replications[keep]
+        self.times[reps], self.capacity[reps] = batch.times[keep], batch.capacity[keep]
+        self.kept[reps] = True
+        codes = self._codes
+        recode = np.array([codes.setdefault(s, len(codes)) for s in batch.strings], np.int64)
+        inside = batch.world[0] < len(self.kept)
+        self._world[int(reps.min())] = tuple(
+            (recode[column] if name in STRING_COLUMNS else column)[inside]
+            for name, column in zip(WORLD_COLUMNS, batch.world, strict=True)
         )
-        capacity = pd.DataFrame(
-            {"replication": np.repeat(reps, n_points),
-             "point": np.tile(np.arange(n_points), len(reps)),
-             **{measure: levels[:, k] for k, measure in enumerate(MEASURES)}}
-        )  # fmt: skip
-        columns = list(zip(*self._world, strict=True)) or [()] * len(WORLD_COLUMNS)
-        replication, time, kind, subject, org, amount = columns  # each: its batches' parts
-        amounts = list(chain.from_iterable(amount))
-        world = pd.DataFrame(
-            {"replication": np.fromiter(chain.from_iterable(replication), np.int64),
-             "time": np.fromiter(chain.from_iterable(time), float),
-             **{name: _strings(parts)
-                for name, parts in (("kind", kind), ("subject", subject), ("org", org))},
-             "amount": pd.Series(amounts, dtype=None if amounts else object)}
-        )  # fmt: skip
-        return {"stage_times": stage_times, "capacity": capacity, "world": world}
+
+    def batch(self, stop: int) -> ProfileBatch:
+        """The profiles kept of replications 0 to ``stop - 1``, in replication order (the world
+        events of each in log order)."""
+        k = min(stop, len(self.kept))
+        reps = np.flatnonzero(self.kept[:k])
+        pick = slice(0, k) if len(reps) == k else reps  # all of them: the first rows as they are
+        parts = [world for start, world in sorted(self._world.items()) if start < k]
+        world = tuple(map(np.concatenate, zip(*parts, strict=True))) if parts else _world(())
+        if parts and (world[0] >= k).any():  # a batch that straddles the stop
+            world = tuple(column[world[0] < k] for column in world)
+        return ProfileBatch(
+            reps, self.tasks, self.times[pick], self.capacity[pick], world, tuple(self._codes)
+        )
 
 
-def _strings(parts: Sequence[Sequence[str]]) -> pd.api.extensions.ExtensionArray:
-    """One pandas ``str`` array of ``parts`` (lists, or ``str`` arrays taken as they are)."""
-    arrays = [pd.array(part, dtype="str") for part in parts] or [pd.array([], dtype="str")]
-    return arrays[0]._concat_same_type(arrays)
+def _world(columns: Sequence[Sequence]) -> tuple[np.ndarray, ...]:
+    """The world events' :data:`WORLD_COLUMNS` (none: empty ones) as a batch's arrays."""
+    return tuple(
+        np.asarray(column, dtype=DTYPES.get(name, np.int64))
+        for name, column in zip(WORLD_COLUMNS, columns or [()] * len(WORLD_COLUMNS), strict=True)
+    )
 
 
 def _quantiles(values: pd.DataFrame, by: str | list[str], column: str) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from capsim import fastpath, leanpath
 from capsim.capacity import first_reached, perspective_levels
 from capsim.costs import cost_summary
 from capsim.model import Model, replication_rng
-from capsim.profiles import PROFILE_REPS, Profiles
+from capsim.profiles import PROFILE_REPS, ProfileBatch, Profiles
 from capsim.records import StageRecord, WorldEvent
 from capsim.schema import Scenario
 from capsim.tally import StageTally
@@ -101,7 +101,7 @@ class Chunk(NamedTuple):
 
     rows: pd.DataFrame
     stages: pd.DataFrame  # the StageTally sums
-    profiles: dict[str, pd.DataFrame]  # of its replications below PROFILE_REPS
+    profiles: ProfileBatch  # of its replications below PROFILE_REPS
     stage_log: pd.DataFrame | None  # with --save-events
     world_log: pd.DataFrame | None
 
@@ -123,7 +123,7 @@ def run_chunk(
             tally.replications = stop - start
             for i in range(start, min(stop, PROFILE_REPS)):  # profiles need the engine's logs
                 profiles.add(i, model.run(model.draw(replication_rng(seed, i))))
-            return Chunk(rows, tally.frame(), profiles.frames(), None, None)
+            return Chunk(rows, tally.frame(), profiles.batch(), None, None)
     if leanpath.eligible(model) and not save_events:
         try:
             rows, tally.sums = leanpath.simulate_chunk(model, seed, start, stop, profiles)
@@ -131,16 +131,16 @@ def run_chunk(
             tally, profiles = StageTally(model), Profiles(model)
         else:
             tally.replications = stop - start
-            return Chunk(rows, tally.frame(), profiles.frames(), None, None)
+            return Chunk(rows, tally.frame(), profiles.batch(), None, None)
     logs: dict[str, list] | None = {"stages": [], "world": []} if save_events else None
     rows = pd.DataFrame(
         [replication_row(model, seed, i, tally, logs, profiles) for i in range(start, stop)]
     )
     if logs is None:
-        return Chunk(rows, tally.frame(), profiles.frames(), None, None)
+        return Chunk(rows, tally.frame(), profiles.batch(), None, None)
     stage_log = pd.DataFrame(logs["stages"], columns=["replication", *StageRecord._fields])
     world_log = pd.DataFrame(logs["world"], columns=["replication", *WorldEvent._fields])
-    return Chunk(rows, tally.frame(), profiles.frames(), stage_log, world_log)
+    return Chunk(rows, tally.frame(), profiles.batch(), stage_log, world_log)
 
 
 def code_fingerprint() -> str:

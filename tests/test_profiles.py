@@ -18,7 +18,15 @@ from capsim.capacity import capacity_on_grid
 from capsim.experiments import monte_carlo
 from capsim.loader import parse_scenario
 from capsim.model import Model, replication_rng
-from capsim.profiles import capacity_bands, event_shares, hbm_by_buyer, stage_bands
+from capsim.profiles import (
+    ProfileBatch,
+    Profiles,
+    Sample,
+    capacity_bands,
+    event_shares,
+    hbm_by_buyer,
+    stage_bands,
+)
 from capsim.results import stage_table
 from capsim.tally import critical_chains
 
@@ -363,3 +371,54 @@ def test_a_short_branch_that_waits_for_a_resource_becomes_critical() -> None:
 def test_a_cancelled_site_has_no_critical_stage() -> None:
     doc = branches(risks={"stop": {"sites": ["s"], "stage": "c", "effect": {"cancel": True}}})
     assert critical_stages(doc) == {"s.a1": False, "s.a2": False, "s.b1": False, "s.c": False}
+
+
+# -- batches: what a chunk sends back, and a run's sample of them --------------------------------
+
+# Two sites of two orgs, each paused half the time: world events whose strings differ by chunk.
+PAUSED = {
+    "sites": [{"name": "s1", "org": "lab", "pipeline": "p", "mw": 10},
+              {"name": "s2", "org": "partner", "pipeline": "p", "mw": 10}],
+    "risks": {"r": {"sites": ["s1", "s2"], "probability": 0.5,
+                    "effect": {"pause": {"uniform": [1, 30]}}}},
+}  # fmt: skip
+
+
+def profiles_of(model: Model, reps) -> Profiles:
+    profiles = Profiles(model)
+    for i in reps:
+        profiles.add(i, model.run(model.draw(replication_rng(2, i))))
+    return profiles
+
+
+def assert_same_frames(got: dict[str, pd.DataFrame], want: dict[str, pd.DataFrame]) -> None:
+    assert list(got) == list(want)
+    for name, frame in want.items():
+        pd.testing.assert_frame_equal(got[name], frame, check_exact=True)
+
+
+def test_a_batch_read_back_from_its_tables_is_the_same_batch() -> None:
+    batch = profiles_of(Model(scenario(**PAUSED)), range(6)).batch()
+    assert len(batch.world[0]) > 0  # some pauses to code
+    assert_same_frames(ProfileBatch.from_frames(batch.frames()).frames(), batch.frames())
+
+
+def test_a_sample_puts_chunks_that_came_in_any_order_in_replication_order() -> None:
+    model = Model(scenario(**PAUSED))
+    sample = Sample(model, 9)
+    for reps in ([6, 7, 8], [0, 1, 2], [3, 4, 5]):  # each chunk codes its strings its own way
+        sample.add(profiles_of(model, reps).batch())
+    assert_same_frames(sample.batch(9).frames(), profiles_of(model, range(9)).frames())
+    # a run stopped early (--until-stable) keeps the replications before its stop
+    assert_same_frames(sample.batch(6).frames(), profiles_of(model, range(6)).frames())
+
+
+def test_a_sample_leaves_out_the_replications_it_was_not_given() -> None:
+    model = Model(scenario(**PAUSED))
+    sample = Sample(model, 6)
+    sample.add(profiles_of(model, [0, 1, 3]).batch())  # 2 failed: no profile
+    sample.add(profiles_of(model, [4, 5, 6, 7]).batch())  # 6 and 7 are beyond the sample
+    frames = sample.batch(8).frames()
+    assert kept({name: frames[name] for name in ("stage_times", "capacity")}) == {
+        "stage_times": [0, 1, 3, 4, 5], "capacity": [0, 1, 3, 4, 5]}  # fmt: skip
+    assert_same_frames(sample.batch(8).frames(), profiles_of(model, [0, 1, 3, 4, 5]).frames())
