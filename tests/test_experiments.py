@@ -137,7 +137,7 @@ class ScrambledExecutor(Executor):
     """Runs chunks in this process but hands them back out of order: each run of three chunks
     last first."""
 
-    def map_chunks(self, tasks, job):
+    def map_chunks(self, tasks, job, large=()):
         for start, stop in sorted(tasks, key=lambda task: (task[0] // 300, -task[0])):
             yield start, run_chunk(**job, start=start, stop=stop)
 
@@ -241,9 +241,9 @@ class RecordingExecutor(LocalExecutor):
         super().__init__(1)
         self.asked: list[tuple[int, int]] = []
 
-    def map_chunks(self, tasks, args):
+    def map_chunks(self, tasks, args, large=()):
         self.asked.extend(tasks)
-        yield from super().map_chunks(tasks, args)
+        yield from super().map_chunks(tasks, args, large)
 
 
 def test_resume_after_lost_chunks_recomputes_only_those(tmp_path: Path, greenfield) -> None:

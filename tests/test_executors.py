@@ -1,0 +1,89 @@
+"""How LocalExecutor shares chunks between this process and the forked ones: every chunk once,
+the chunks of large results here first, no pool for a single chunk, nothing more sent once the
+consumer stops, and results equal to one process's whatever ran where."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from capsim import executors
+from capsim.executors import LocalExecutor
+from capsim.loader import load_scenario, shipped_scenario
+from capsim.replications import run_chunk
+
+
+def where(**job) -> tuple[int, int, int]:
+    """A stand-in for run_chunk: which process ran which chunk."""
+    return os.getpid(), job["start"], job["stop"]
+
+
+@pytest.fixture
+def traced(monkeypatch):
+    """LocalExecutor runs ``where`` instead of run_chunk (the forked workers inherit it)."""
+    monkeypatch.setattr(executors, "run_chunk", where)
+
+
+TASKS = [(s, s + 10) for s in range(0, 100, 10)]
+
+
+def test_every_chunk_is_handed_on_once(traced) -> None:
+    executor = LocalExecutor(2)
+    try:
+        got = list(executor.map_chunks(TASKS, {}, large={0, 10}))
+    finally:
+        executor.close()
+    assert sorted(start for start, _ in got) == [s for s, _ in TASKS]
+    assert all(start == chunk[1] for start, chunk in got)
+    pids = {chunk[0] for _, chunk in got}
+    assert os.getpid() in pids  # this process computed some
+    assert len(pids) == 2  # and the other process the others
+
+
+def test_this_process_takes_the_large_results_first_the_other_the_rest(traced) -> None:
+    executor = LocalExecutor(2)
+    try:
+        got = list(executor.map_chunks(TASKS, {}, large={50, 60}))  # in the order handed on
+    finally:
+        executor.close()
+    mine = [start for start, chunk in got if chunk[0] == os.getpid()]
+    theirs = sorted(start for start, chunk in got if chunk[0] != os.getpid())
+    assert mine[0] == 50  # this process started with the first large one
+    assert theirs[0] == 0  # the other process with the first chunk that is not large
+
+
+def test_one_chunk_runs_here_without_starting_a_pool(traced) -> None:
+    executor = LocalExecutor(2)
+    assert list(executor.map_chunks([(0, 5)], {})) == [(0, (os.getpid(), 0, 5))]
+    assert executor._pool is None
+    executor.close()
+
+
+def test_a_consumer_that_stops_early_is_sent_nothing_more(traced) -> None:
+    executor = LocalExecutor(2)
+    try:
+        chunks = executor.map_chunks(TASKS, {})
+        first = next(chunks)
+        chunks.close()  # as monte_carlo does once --until-stable is met
+        assert first[0] in {s for s, _ in TASKS}
+        # the pool is still usable for another run
+        assert sorted(s for s, _ in executor.map_chunks(TASKS[:3], {})) == [0, 10, 20]
+    finally:
+        executor.close()
+
+
+def test_chunks_computed_anywhere_equal_those_of_one_process() -> None:
+    job = {"scenario": load_scenario(shipped_scenario("greenfield-campus")), "strategy": None,
+           "seed": 3}  # fmt: skip
+    tasks = [(0, 7), (7, 14), (14, 21), (21, 30)]
+    executor = LocalExecutor(2)
+    try:
+        got = dict(executor.map_chunks(tasks, job, large={0}))
+    finally:
+        executor.close()
+    for start, stop in tasks:
+        alone = run_chunk(**job, start=start, stop=stop)
+        assert got[start].rows.equals(alone.rows)
+        assert got[start].stages.equals(alone.stages)
+        assert got[start].profiles.frames()["world"].equals(alone.profiles.frames()["world"])
