@@ -22,6 +22,7 @@ import datetime as dt
 import io
 import json
 import math
+import multiprocessing
 import os
 import platform
 import pstats
@@ -31,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -71,13 +72,13 @@ def cpu_timed(fn: Callable[[], object]) -> float:
     return time.process_time() - t0
 
 
-def children_cpu() -> float:
-    """CPU seconds used so far by this process's children, once every one has exited (a
-    monte_carlo run does not wait for its idle workers to exit; this does, untimed)."""
-    import multiprocessing
+def children_cpu(running: Collection = ()) -> float:
+    """CPU seconds used so far by this process's children, once all but those ``running``
+    (which are to go on) have exited: a monte_carlo run does not wait for its idle workers to
+    exit; this does, untimed."""
     import resource
 
-    for child in multiprocessing.active_children():
+    for child in set(multiprocessing.active_children()) - set(running):
         child.join()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -371,9 +372,10 @@ def parallel(cfg: argparse.Namespace) -> dict:
         c0, l0 = time.process_time(), load()
         t1 = timed(lambda: monte_carlo(scenario, reps=reps, seed=SEED, workers=1))
         cpu1 = time.process_time() - c0
-        c0, k0 = time.process_time(), children_cpu()
+        running = multiprocessing.active_children()  # the kept pool's
+        c0, k0 = time.process_time(), children_cpu(running)
         t2 = timed(lambda: monte_carlo(scenario, reps=reps, seed=SEED, workers=2))
-        cpu2 = time.process_time() - c0 + children_cpu() - k0
+        cpu2 = time.process_time() - c0 + children_cpu(running) - k0
         t3 = timed(lambda: monte_carlo(scenario, reps=reps, seed=SEED, executor=kept))
         rounds.append(
             {

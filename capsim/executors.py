@@ -4,8 +4,12 @@ cluster. Every chunk's result depends only on its replications' numbers, never o
 
 from __future__ import annotations
 
+import contextlib
+import pickle
 import queue
+import signal
 import threading
+import traceback
 from collections import deque
 from collections.abc import Collection, Iterator
 from typing import Any
@@ -32,10 +36,15 @@ class Executor:
 
 class LocalExecutor(Executor):
     """``workers`` processes on this machine computing chunks: this one and ``workers - 1``
-    forked ones (where the platform can fork, else spawned). Each other process has its next
-    chunk queued behind the one it runs, and is sent another as soon as one comes back; this
-    process runs a chunk whenever no result is waiting to be handed on, so ``workers`` cores
-    are busy, not ``workers`` plus one collecting results.
+    others (forked where the platform can, else spawned), started on first use and kept until
+    :meth:`close`.
+
+    Each other process has one chunk queued behind the one it runs; this process hands their
+    results on, tops their queues up and, whenever no result is waiting, runs a chunk itself,
+    the chunks of ``large`` results first (they need not be sent over). No thread of this
+    process waits on the others: results are read between chunks, so ``workers`` cores compute
+    (a pool's reader and feeder threads cost ~15% of a lean chunk here). Each other process
+    sends its results from a thread of its own, so it goes on with its next chunk meanwhile.
 
     >>> from capsim.loader import load_scenario, shipped_scenario
     >>> job = {"scenario": load_scenario(shipped_scenario("greenfield-campus")),
@@ -48,7 +57,8 @@ class LocalExecutor(Executor):
 
     def __init__(self, workers: int = 1) -> None:
         self.workers = workers
-        self._pool = None
+        self._others: list[_Other] = []
+        self._calls = 0  # map_chunks calls so far: results of an earlier one are dropped
 
     def map_chunks(
         self, tasks: list[tuple[int, int]], job: dict[str, Any], large: Collection[int] = ()
@@ -56,63 +66,145 @@ class LocalExecutor(Executor):
         # in order; this process takes the chunks of large results first, the others the rest
         here = deque(t for t in tasks if t[0] in large)
         there = deque(t for t in tasks if t[0] not in large)
-        lock = threading.Lock()
-        back: queue.SimpleQueue = queue.SimpleQueue()  # (start, future) as they complete
-        outstanding, sending = 0, True  # chunks sent and not handed on yet; whether to send more
+        if len(tasks) > 1 and not self._others:
+            self._others = [_Other() for _ in range(self.workers - 1)]
+        self._calls += 1
+        call, others = self._calls, self._others if len(tasks) > 1 else []
+        for other in others:
+            other.send(("job", call, job))
 
-        def take(queues: tuple[deque, deque]) -> tuple[int, int] | None:
-            with lock:
-                for q in queues:
-                    if q:
-                        return q.popleft()
-            return None
+        def top_up(depth: int) -> None:
+            for other in others:
+                # a chunk to queue only while there is one left for every process: at the end,
+                # one waiting in another process's queue would hold this one up
+                while len(other.calls) < depth and len(here) + len(there) >= (
+                    1 if not other.calls else self.workers
+                ):
+                    other.send(("run", call, *(there or here).popleft()))
 
-        def send() -> None:  # also called by the pool's thread, when a result comes back
-            nonlocal outstanding
-            with lock:
-                if not sending or not (task := (there or here or deque([None])).popleft()):
-                    return
-                outstanding += 1
-            future = self._submit(run_chunk, **job, start=task[0], stop=task[1])
-            future.add_done_callback(lambda done, start=task[0]: (back.put((start, done)), send()))
-
-        try:
-            for _ in range(min(self.workers, len(tasks)) - 1):  # one running in each
-                send()
-            while True:
-                while not back.empty():
-                    start, future = back.get()
-                    with lock:
-                        outstanding -= 1
-                    yield start, future.result()  # a chunk handed on is not held here
-                if task := take((here, there)):
-                    while (here or there) and outstanding < 2 * (self.workers - 1):
-                        send()  # and, once this process has its own, one queued in each
-                    yield task[0], run_chunk(**job, start=task[0], stop=task[1])
-                elif outstanding:
-                    back.put(back.get())  # wait for the next result
-                else:
-                    return
-        finally:
-            with lock:
-                sending = False  # a consumer that stopped early: send nothing more
-
-    def _submit(self, fn: Any, **kwargs: Any) -> Any:
-        """``fn(**kwargs)`` in one of the other processes (started on first use)."""
-        if self._pool is None:
-            import concurrent.futures as cf
-            import multiprocessing as mp
-
-            # fork is cheap and inherits imports; every result depends only on (seed, replication)
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            self._pool = cf.ProcessPoolExecutor(self.workers - 1, mp_context=mp.get_context(method))
-        return self._pool.submit(fn, **kwargs)
+        top_up(1)  # one running in each
+        while True:
+            for other in _ready(others, timeout=0):
+                for answer, of, start, result in other.received():
+                    top_up(2)  # and, once they run one, one queued in each
+                    if of == call:  # else left by an earlier call that stopped early
+                        yield start, _result(answer, result)  # a chunk handed on is not held
+            if here or there:
+                start, stop = (here or there).popleft()
+                yield start, run_chunk(**job, start=start, stop=stop)
+            elif owing := [other for other in others if call in other.calls]:
+                _ready(owing, timeout=None)
+            else:
+                return
 
     def close(self) -> None:
-        if self._pool is not None:
-            # every result is in: the idle processes exit on their own, unwaited for
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        for other in self._others:
+            other.close()
+        self._others = []
+
+
+class _Other:
+    """Another process that runs chunks (:func:`_serve`), and what was sent to it."""
+
+    def __init__(self) -> None:
+        import multiprocessing as mp
+
+        # fork is cheap and inherits imports; every result depends only on (seed, replication)
+        context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        self.conn, theirs = context.Pipe()
+        self.process = context.Process(target=_serve, args=(theirs,), daemon=True)
+        self.process.start()
+        theirs.close()
+        self.calls: deque[int] = deque()  # the call of each chunk sent and not sent back
+
+    def send(self, message: tuple) -> None:
+        if message[0] == "run":
+            self.calls.append(message[1])
+        self.conn.send(message)
+
+    def received(self) -> Iterator[tuple]:
+        """The results that have come back (in the order sent), at least one (it waits)."""
+        try:
+            while True:
+                message = self.conn.recv()
+                self.calls.popleft()
+                yield message
+                if not self.conn.poll():
+                    return
+        except (EOFError, OSError):
+            self.process.join(1)
+            code = self.process.exitcode
+            raise RuntimeError(f"a capsim worker process died (exit code {code})") from None
+
+    def close(self) -> None:
+        if self.calls:  # chunks nobody will read: no need to finish them
+            self.process.terminate()
+        with contextlib.suppress(OSError):
+            self.conn.send(None)  # an idle one exits at once
+        self.conn.close()
+
+
+def _ready(others: list[_Other], timeout: float | None) -> list[_Other]:
+    """The ``others`` with a message waiting (after ``timeout`` seconds at most; None: until
+    one has), or whose process died (:meth:`_Other.received` says so)."""
+    from multiprocessing.connection import wait
+
+    by_handle = {other.conn: other for other in others}
+    by_handle.update({other.process.sentinel: other for other in others})
+    return list(dict.fromkeys(by_handle[h] for h in wait(list(by_handle), timeout)))
+
+
+def _result(answer: str, result: Any) -> Chunk:
+    if answer == "failed":
+        raise RuntimeError(f"a capsim worker process failed:\n{result}")
+    return result
+
+
+#: A result this small is sent at once (it fits the connection's buffer beside another); a
+#: larger one (profiles) from a thread, so that the next chunk starts meanwhile.
+SMALL_RESULT = 128 * 1024
+
+
+def _serve(conn: Any) -> None:
+    """Run the chunks ``conn`` asks for and send back each (``("done", call, start, chunk)``,
+    or ``"failed"`` and the traceback), in order. Exits at ``None`` or when the other end is
+    gone. Ctrl-C is the capsim process's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    large: queue.SimpleQueue = queue.SimpleQueue()  # pickled results for the thread to send
+    lock, unsent = threading.Lock(), [0]  # how many the thread has still to send
+
+    def send_large() -> None:
+        while (data := large.get()) is not None:
+            with contextlib.suppress(OSError):  # else the capsim process is gone
+                conn.send_bytes(data)
+            with lock:
+                unsent[0] -= 1
+
+    sender = threading.Thread(target=send_large, daemon=True)
+    sender.start()
+    job: dict[str, Any] = {}
+    try:
+        while (message := conn.recv()) is not None:
+            if message[0] == "job":
+                job = message[2]
+                continue
+            _, call, start, stop = message
+            try:
+                result = ("done", call, start, run_chunk(**job, start=start, stop=stop))
+                data = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                data = pickle.dumps(("failed", call, start, traceback.format_exc()))
+            with lock:  # small and nothing before it still to send: at once, else in order
+                later = len(data) > SMALL_RESULT or unsent[0] > 0
+                unsent[0] += later
+            if later:
+                large.put(data)
+            else:
+                conn.send_bytes(data)
+    except (EOFError, OSError):
+        pass
+    large.put(None)
+    sender.join()
 
 
 class DaskExecutor(Executor):

@@ -56,7 +56,7 @@ def test_this_process_takes_the_large_results_first_the_other_the_rest(traced) -
 def test_one_chunk_runs_here_without_starting_a_pool(traced) -> None:
     executor = LocalExecutor(2)
     assert list(executor.map_chunks([(0, 5)], {})) == [(0, (os.getpid(), 0, 5))]
-    assert executor._pool is None
+    assert executor._others == []
     executor.close()
 
 
@@ -87,3 +87,31 @@ def test_chunks_computed_anywhere_equal_those_of_one_process() -> None:
         assert got[start].rows.equals(alone.rows)
         assert got[start].stages.equals(alone.stages)
         assert got[start].profiles.frames()["world"].equals(alone.profiles.frames()["world"])
+
+
+def dies_at_20(**job) -> tuple[int, int, int]:
+    if job["start"] == 20 and os.getpid() != job["parent"]:
+        os._exit(3)  # as a worker killed by the OOM killer would
+    return where(**job)
+
+
+def fails_at_20(**job) -> tuple[int, int, int]:
+    if job["start"] == 20:
+        raise ValueError("a bug in a chunk")
+    return where(**job)
+
+
+@pytest.mark.parametrize("stand_in", [dies_at_20, fails_at_20])
+def test_a_worker_that_dies_or_fails_stops_the_run_with_a_clear_error(monkeypatch, stand_in):
+    monkeypatch.setattr(executors, "run_chunk", stand_in)
+    executor = LocalExecutor(2)
+    try:
+        with pytest.raises(RuntimeError) as error:
+            # chunk 20 is the first that is not large: the other process's first chunk
+            list(executor.map_chunks(TASKS, {"parent": os.getpid()}, large={0, 10}))
+    finally:
+        executor.close()
+    if stand_in is dies_at_20:
+        assert "a capsim worker process died (exit code 3)" in str(error.value)
+    else:  # the other process's traceback is kept
+        assert "ValueError: a bug in a chunk" in str(error.value)
