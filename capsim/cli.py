@@ -191,7 +191,7 @@ def mc(
     if out is not None:
         check_out(out)  # before any work; the default folder's parents are created
     out = out or _default_out("capsim-mc", scenario.name, strategy, seed)
-    with _executor(dask, workers) as executor, progress_bar() as bar:
+    with _resume_hint(out), _executor(dask, workers) as executor, progress_bar() as bar:
         task = bar.add_task("replications", total=reps)
         result = monte_carlo(
             scenario,
@@ -304,7 +304,7 @@ def compare(
     if out is not None:
         check_out(out)  # before any work; the default folder's parents are created
     out = out or _default_out("capsim-compare", scenario.name, None, seed)
-    with _executor(dask, workers) as executor, progress_bar() as bar:
+    with _resume_hint(out), _executor(dask, workers) as executor, progress_bar() as bar:
         result = run_comparison(
             scenario,
             strategies=names,
@@ -420,6 +420,21 @@ def _default_out(root: str, scenario: str, strategy: str | None, seed: int) -> P
     """One folder per experiment, so that rerunning a command resumes it and another seed or
     strategy does not collide with it."""
     return Path(root) / f"{scenario}{f'-{strategy}' if strategy else ''}-seed{seed}"
+
+
+@contextlib.contextmanager
+def _resume_hint(out: Path) -> Iterator[None]:
+    """On Ctrl-C, say where the chunks done so far are and how to go on (exit code 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        errors.print(
+            f"interrupted: the chunks completed so far are kept in {escape(str(out))}; run the "
+            "same command again to resume from them",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise
 
 
 @contextlib.contextmanager

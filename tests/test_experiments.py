@@ -309,6 +309,35 @@ def test_resume_with_until_stable_is_the_fresh_result(tmp_path: Path, greenfield
         pd.testing.assert_frame_equal(resumed.profiles[name], profile, check_exact=True)
 
 
+def test_ctrl_c_stops_every_process_says_how_to_resume_and_resume_completes(tmp_path: Path):
+    out = tmp_path / "mc"
+    args = ["mc", STARGATE, "--strategy", "hybrid", "--reps", "400", "--seed", "3", "--out"]
+    process = subprocess.Popen(
+        [CAPSIM, *args, str(out), "--workers", "2"], cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,  # its group, as a terminal's
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not list((out / "chunks").glob("*.rows.parquet")):
+            assert process.poll() is None, "finished before a chunk was seen"
+            assert time.monotonic() < deadline, "no chunk written within 90 s"
+            time.sleep(0.005)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130
+    assert f"interrupted: the chunks completed so far are kept in {out}" in flat(err)
+    assert "Traceback" not in err
+    left = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True, text=True)
+    assert left.stdout == "", "a worker process outlived Ctrl-C"
+    assert not (out / "replications.csv").exists()
+    rerun = capsim(*args, str(out))
+    assert rerun.returncode == 0, rerun.stderr
+    assert list(pd.read_csv(out / "replications.csv")["replication"]) == list(range(400))
+
+
 @pytest.mark.slow  # three runs of 3,000 portfolio replications: ~13 s on an idle 2-core machine
 def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path: Path) -> None:
     args = [CAPSIM, "mc", PORTFOLIO, "--reps", "3000", "--seed", "9"]
