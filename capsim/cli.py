@@ -49,7 +49,9 @@ ScenarioFile = Annotated[
 SeedOption = Annotated[
     int | None, typer.Option(min=0, help="Root seed; default: the scenario's own seed.")
 ]
-WorkersOption = Annotated[int, typer.Option(min=1, help="Local worker processes.")]
+WorkersOption = Annotated[
+    int, typer.Option(min=1, help="Local processes computing replications, this one included.")
+]
 DaskOption = Annotated[
     str | None,
     typer.Option(help="Run on Dask: a scheduler address, or 'local' for a LocalCluster."),

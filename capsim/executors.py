@@ -43,8 +43,10 @@ class LocalExecutor(Executor):
     results on, tops their queues up and, whenever no result is waiting, runs a chunk itself,
     the chunks of ``large`` results first (they need not be sent over). No thread of this
     process waits on the others: results are read between chunks, so ``workers`` cores compute
-    (a pool's reader and feeder threads cost ~15% of a lean chunk here). Each other process
-    sends its results from a thread of its own, so it goes on with its next chunk meanwhile.
+    (a pool's reader and feeder threads cost ~15% of a lean chunk on 2 cores). Each other
+    process sends a small result at once and a large one from a thread of its own, going on
+    with its next chunk meanwhile. Near the end nothing is queued: a chunk waiting behind
+    another in one process would hold the run up while this one idles.
 
     >>> from capsim.loader import load_scenario, shipped_scenario
     >>> job = {"scenario": load_scenario(shipped_scenario("greenfield-campus")),
