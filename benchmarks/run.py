@@ -41,14 +41,20 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 import simpy  # noqa: E402
 from reference import run_reference  # noqa: E402
-from workload import capsim_scenario, commission_tasks, stage_tasks, write_yaml  # noqa: E402
+from workload import (  # noqa: E402
+    capsim_scenario,
+    commission_tasks,
+    precedence_scenario,
+    stage_tasks,
+    write_yaml,
+)
 
 import capsim  # noqa: E402
 from capsim import fastpath, leanpath  # noqa: E402
 from capsim.executors import LocalExecutor  # noqa: E402
 from capsim.experiments import monte_carlo  # noqa: E402
 from capsim.model import Model, replication_rng  # noqa: E402
-from capsim.replications import run_chunk  # noqa: E402
+from capsim.replications import StageTally, replication_row, run_chunk  # noqa: E402
 
 SEED = 1
 REF_SEED = 10_000  # the reference's replication i uses seed REF_SEED + i
@@ -475,6 +481,43 @@ def memory(cfg: argparse.Namespace) -> dict:
     }
 
 
+def fast(cfg: argparse.Namespace) -> dict:
+    """(f) the vectorised fast path against capsim's own discrete-event engine, on the workload
+    without shared resources (``workload.precedence_scenario``): replications per CPU second."""
+    scenario = precedence_scenario(50)
+    model = Model(scenario)
+    assert chunk_path(model) == "fastpath"
+    reps, engine_reps = cfg.fast_reps, cfg.ref_reps
+    monte_carlo(scenario, reps=10, seed=SEED)  # warm: imports, caches
+    rounds = []
+    for _ in range(cfg.rounds):
+        t_mc = cpu_timed(lambda: monte_carlo(scenario, reps=reps, seed=SEED))
+        t_raw = cpu_timed(lambda: fastpath.simulate_chunk(model, SEED, 0, reps))
+        t_engine = cpu_timed(
+            lambda: [replication_row(model, SEED, i, StageTally(model)) for i in range(engine_reps)]
+        )
+        rounds.append(
+            {
+                "mc_reps_per_s": reps / t_mc,
+                "raw_reps_per_s": reps / t_raw,
+                "engine_reps_per_s": engine_reps / t_engine,
+                "ratio": (reps / t_mc) / (engine_reps / t_engine),
+                "raw_ratio": (reps / t_raw) / (engine_reps / t_engine),
+            }
+        )
+    ratio = median([r["ratio"] for r in rounds])
+    return {
+        "sites": 50,
+        "replications": reps,
+        "engine_replications": engine_reps,
+        "rounds": rounds,
+        **{key: median([r[key] for r in rounds]) for key in rounds[0]},
+        "ratio": ratio,
+        "target": 50,
+        "ok": ratio >= 50,
+    }
+
+
 def startup(cfg: argparse.Namespace) -> dict:
     """(e) wall time of ``capsim --help``, against the bare interpreter's start."""
     help_cmd = [capsim_exe(), "--help"]
@@ -717,6 +760,23 @@ def table(results: dict) -> str:
             "< 0.4 s",
             e["ok"],
         )
+    if (fp := results.get("fast")) is not None:
+        row(
+            f"(f) fast path: monte_carlo {fp['replications']} reps vs the engine, reps per CPU s",
+            f"{fp['mc_reps_per_s']:.0f}/s",
+            f"{fp['engine_reps_per_s']:.0f}/s",
+            f"{fp['ratio']:.1f}x",
+            ">= 50x",
+            fp["ok"],
+        )
+        row(
+            "(f)   fastpath.simulate_chunk alone (no profiles), reps per CPU s",
+            f"{fp['raw_reps_per_s']:.0f}/s",
+            f"{fp['engine_reps_per_s']:.0f}/s",
+            f"{fp['raw_ratio']:.1f}x",
+            "",
+            None,
+        )
     return "\n".join(lines)
 
 
@@ -727,6 +787,7 @@ SECTIONS = {
     "parallel": "(c) monte_carlo workers=2 vs 1  [slow: ~1 min]",
     "memory": "(d) peak memory of capsim mc --reps 100000  [slow: minutes; only with --memory]",
     "startup": "(e) capsim --help wall time",
+    "fast": "(f) the vectorised fast path vs capsim's engine",
     "profile": "cProfile of the 50-site case  [only with --profile]",
 }
 
@@ -769,6 +830,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory_baseline_reps": 500 if quick else 2000,
         "help_runs": 3 if quick else 5,
         "profile_reps": 50 if quick else 300,
+        "fast_reps": 200 if quick else 2000,
     }
     if cfg.rounds is not None:
         defaults.update(large_rounds=cfg.rounds, mc_rounds=cfg.rounds)

@@ -145,6 +145,22 @@ def capsim_scenario(n_sites: int = 50, horizon_days: float | None = None) -> Sce
     return parse_scenario(scenario_dict(n_sites, horizon_days), f"benchmark-{n_sites}-sites")
 
 
+def precedence_scenario(n_sites: int = 50) -> Scenario:
+    """The workload without anything shared: no permit or grid-study slots, no HBM market, the
+    HBM delivery a plain stage. Pure precedence, so ``capsim mc`` takes the vectorised fast path;
+    the durations and the graph are the workload's."""
+    doc = scenario_dict(n_sites)
+    for key in ("resources", "hbm", "generations"):
+        doc.pop(key)
+    for stage in doc["pipelines"]["site"]["stages"].values():
+        for key in ("needs", "kind", "phases"):
+            stage.pop(key, None)
+    for site in doc["sites"]:
+        site.pop("gpus")
+    doc["name"] = f"precedence-{n_sites}-sites"
+    return parse_scenario(doc, doc["name"])
+
+
 def commission_tasks(model) -> np.ndarray:
     """The task index of every site's ``commission`` stage, by site."""
     return stage_tasks(model, "commission")

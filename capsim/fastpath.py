@@ -21,7 +21,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from capsim.capacity import batch_on_grid
 from capsim.model import Model, replication_rng
+from capsim.profiles import PROFILE_REPS, Profiles
 from capsim.tally import TallyLayout, stage_sums
 
 _KIND_COUNTS = ("paused", "cancelled", "transferred", "lease_late", "lease_terminated")
@@ -43,11 +45,13 @@ def eligible(model: Model) -> bool:
 
 
 def simulate_chunk(
-    model: Model, seed: int, start: int, stop: int
+    model: Model, seed: int, start: int, stop: int, profiles: Profiles | None = None
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Replications ``start`` to ``stop - 1`` as rows (the columns of
     :func:`capsim.replications.replication_row`) and the per-stage sums of
-    :class:`capsim.replications.StageTally` (fields by active task)."""
+    :class:`capsim.replications.StageTally` (fields by active task); the profiles of those below
+    :data:`~capsim.profiles.PROFILE_REPS` are added to ``profiles`` (they have no world
+    events: nothing here pauses, is refused or buys HBM)."""
     reps = np.arange(start, stop)
     values = model.values(
         np.stack([replication_rng(seed, int(i)).random(model.n_slots) for i in reps])
@@ -70,23 +74,26 @@ def simulate_chunk(
             ready[ready[:, t] > horizon, t] = np.nan  # never became ready by the horizon
             end = ready[:, t] + values[:, model.tasks[t].slot]
             finish[:, t] = np.where(end <= horizon, end, np.nan)
-    rows = _rows(model, reps, finish)
+    times, levels = _levels(model, finish)
+    rows = chunk_rows(model, reps, finish, times, levels)
     tasks = model.active_tasks
-    ready, finish = ready[:, tasks], finish[:, tasks]
-    return rows, stage_sums(
-        TallyLayout.of(model), ready, ready, finish
-    )  # a stage starts when ready
+    ready, finish = ready[:, tasks], finish[:, tasks]  # a stage starts when ready
+    if profiles is not None and (k := min(stop, PROFILE_REPS) - start) > 0:
+        on_grid = batch_on_grid(times[:k], levels[:k], profiles.grid)
+        profiles.add_batch(reps[:k], np.stack([ready, ready, finish], axis=2)[:k], on_grid)
+    return rows, stage_sums(TallyLayout.of(model), ready, ready, finish)
 
 
-def _rows(model: Model, reps: np.ndarray, finish: np.ndarray) -> pd.DataFrame:
+def _levels(model: Model, finish: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The capacity changes of each replication, as :func:`chunk_rows` takes them: each site's
+    MW at its online time, in time order (NaN, not online, last), and the running sums."""
     online = _site_online(model, finish)
-    # MW online over time: each site's MW at its online time, summed in time order
     mw = np.array([i.spec.mw for i in model.sites if i.active])
     order = np.argsort(np.nan_to_num(online, nan=np.inf), axis=1, kind="stable")
     times = np.take_along_axis(online, order, axis=1)
     levels = np.zeros((*times.shape, 3))
     levels[:, :, 0] = np.cumsum(np.where(np.isnan(times), 0.0, mw[order]), axis=1)
-    return chunk_rows(model, reps, finish, times, levels)
+    return times, levels
 
 
 def _site_online(model: Model, finish: np.ndarray) -> np.ndarray:

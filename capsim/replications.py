@@ -116,13 +116,11 @@ def run_chunk(
     tally, profiles = StageTally(model), Profiles(model)
     if fastpath.eligible(model) and not save_events:
         try:
-            rows, tally.sums = fastpath.simulate_chunk(model, seed, start, stop)
+            rows, tally.sums = fastpath.simulate_chunk(model, seed, start, stop, profiles)
         except Exception:
-            tally = StageTally(model)
+            tally, profiles = StageTally(model), Profiles(model)
         else:
             tally.replications = stop - start
-            for i in range(start, min(stop, PROFILE_REPS)):  # profiles need the engine's logs
-                profiles.add(i, model.run(model.draw(replication_rng(seed, i))))
             return Chunk(rows, tally.frame(), profiles.batch(), None, None)
     if leanpath.eligible(model) and not save_events:
         try:

@@ -11,6 +11,7 @@ from capsim import fastpath
 from capsim.experiments import monte_carlo
 from capsim.loader import parse_scenario, parse_yaml, shipped_scenario
 from capsim.model import Model
+from capsim.profiles import Profiles
 from capsim.replications import StageTally, replication_row
 
 
@@ -35,6 +36,22 @@ def test_rows_and_tallies_equal_the_engine(name: str) -> None:
     engine = pd.DataFrame([replication_row(model, 3, i, tally) for i in range(100, 300)])
     pd.testing.assert_frame_equal(rows, engine)
     np.testing.assert_allclose(sums, tally.sums, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("horizon", [None, "6 years"])  # 6 years: some sites not online
+def test_profiles_equal_the_engines(horizon) -> None:
+    doc = _without_resources("greenfield-campus")
+    if horizon:
+        doc["horizon"] = horizon
+    model = Model(parse_scenario(doc))
+    mine, theirs = Profiles(model), Profiles(model)
+    fastpath.simulate_chunk(model, 3, 995, 1010, mine)  # profiles below PROFILE_REPS only
+    for i in range(995, 1000):
+        replication_row(model, 3, i, None, None, theirs)
+    frames, engine = mine.frames(), theirs.frames()
+    assert sorted(set(frames["capacity"]["replication"])) == [995, 996, 997, 998, 999]
+    for name in ("stage_times", "capacity", "world"):
+        pd.testing.assert_frame_equal(frames[name], engine[name], check_exact=True)
 
 
 def test_distribution_matches_by_kolmogorov_smirnov() -> None:
