@@ -21,9 +21,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from capsim.capacity import batch_on_grid
 from capsim.model import Model, replication_rng
-from capsim.profiles import PROFILE_REPS, Profiles
+from capsim.profiles import Profiles
 from capsim.tally import TallyLayout, stage_sums
 
 _KIND_COUNTS = ("paused", "cancelled", "transferred", "lease_late", "lease_terminated")
@@ -49,9 +48,9 @@ def simulate_chunk(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Replications ``start`` to ``stop - 1`` as rows (the columns of
     :func:`capsim.replications.replication_row`) and the per-stage sums of
-    :class:`capsim.replications.StageTally` (fields by active task); the profiles of those below
-    :data:`~capsim.profiles.PROFILE_REPS` are added to ``profiles`` (they have no world
-    events: nothing here pauses, is refused or buys HBM)."""
+    :class:`capsim.replications.StageTally` (fields by active task); their profiles are added
+    to ``profiles`` (:meth:`~capsim.profiles.Profiles.add_chunk`; no world events: nothing here
+    pauses, is refused or buys HBM)."""
     reps = np.arange(start, stop)
     values = model.values(
         np.stack([replication_rng(seed, int(i)).random(model.n_slots) for i in reps])
@@ -78,9 +77,8 @@ def simulate_chunk(
     rows = chunk_rows(model, reps, finish, times, levels)
     tasks = model.active_tasks
     ready, finish = ready[:, tasks], finish[:, tasks]  # a stage starts when ready
-    if profiles is not None and (k := min(stop, PROFILE_REPS) - start) > 0:
-        on_grid = batch_on_grid(times[:k], levels[:k], profiles.grid)
-        profiles.add_batch(reps[:k], np.stack([ready, ready, finish], axis=2)[:k], on_grid)
+    if profiles is not None:
+        profiles.add_chunk(reps, ready, ready, finish, times, levels)
     return rows, stage_sums(TallyLayout.of(model), ready, ready, finish)
 
 

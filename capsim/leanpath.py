@@ -44,11 +44,10 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from capsim.capacity import batch_on_grid
 from capsim.fastpath import chunk_rows
 from capsim.kinds import StageKinds
 from capsim.model import Model, replication_rng
-from capsim.profiles import PROFILE_REPS, Profiles
+from capsim.profiles import Profiles
 from capsim.schema import Site
 from capsim.tally import TallyLayout, stage_sums
 from capsim.world import NEWEST, Generation
@@ -248,8 +247,8 @@ def simulate_chunk(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Replications ``start`` to ``stop - 1`` as rows (the columns of
     :func:`capsim.replications.replication_row`) and the per-stage sums of
-    :class:`capsim.replications.StageTally`; the profiles of those below
-    :data:`~capsim.profiles.PROFILE_REPS` are added to ``profiles``."""
+    :class:`capsim.replications.StageTally`; their profiles are added to ``profiles``
+    (:meth:`~capsim.profiles.Profiles.add_chunk`)."""
     p = plan(model)
     reps = np.arange(start, stop)
     uniforms = np.stack([replication_rng(seed, int(i)).random(model.n_slots) for i in reps])
@@ -274,13 +273,15 @@ def simulate_chunk(
     rows = chunk_rows(model, reps, finish, times, levels)
     tasks = p.layout.tasks
     ready, begun, finish = ready[:, tasks], begun[:, tasks], finish[:, tasks]
-    if profiles is not None and (k := min(stop, PROFILE_REPS) - start) > 0:
-        on_grid = batch_on_grid(times[:k], levels[:k], profiles.grid)
-        allocations = hbm[: 3 * hbm_counts[:k].sum()].reshape(-1, 3)
-        site = allocations[:, 1].astype(int)
-        names, owners = profiles.codes(model.site_names), profiles.codes(model.site_owners)
-        world = (np.repeat(reps[:k], hbm_counts[:k]), allocations[:, 0],
-                 np.repeat(profiles.codes(["hbm_allocated"]), len(site)), names[site],
-                 owners[site], allocations[:, 2])  # fmt: skip
-        profiles.add_batch(reps[:k], np.stack([ready, begun, finish], axis=2)[:k], on_grid, *world)
+    if profiles is not None:
+
+        def world(k: int) -> tuple[np.ndarray, ...]:  # the first k replications' allocations
+            allocations = hbm[: 3 * hbm_counts[:k].sum()].reshape(-1, 3)
+            site = allocations[:, 1].astype(int)
+            names, owners = profiles.codes(model.site_names), profiles.codes(model.site_owners)
+            return (np.repeat(reps[:k], hbm_counts[:k]), allocations[:, 0],
+                    np.repeat(profiles.codes(["hbm_allocated"]), len(site)), names[site],
+                    owners[site], allocations[:, 2])  # fmt: skip
+
+        profiles.add_chunk(reps, ready, begun, finish, times, levels, world)
     return rows, stage_sums(p.layout, ready, begun, finish)

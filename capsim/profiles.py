@@ -24,13 +24,13 @@ starts and finishes (a probabilistic Gantt), capacity fans, HBM by buyer, how of
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-from capsim.capacity import levels_on_grid, perspective_levels
+from capsim.capacity import batch_on_grid, levels_on_grid, perspective_levels
 from capsim.model import Model
 from capsim.records import Run
 from capsim.results import to_dates
@@ -44,7 +44,7 @@ MEASURES = ("mw", "gpus", "pflops")
 QUANTILES = (0.1, 0.5, 0.9)
 WORLD_COLUMNS = ("replication", "time", "kind", "subject", "org", "amount")
 #: the world's string columns, kept in a batch as codes into its ``strings``
-STRING_COLUMNS = frozenset(("kind", "subject", "org"))
+STRING_COLUMNS = ("kind", "subject", "org")
 DTYPES = {"replication": np.int64, "time": float, "amount": float}  # codes are int64
 
 
@@ -122,9 +122,9 @@ class ProfileBatch:
         reps = capacity["replication"].unique()
         n_tasks = len(stage_times) // max(len(reps), 1)
         codes, strings = pd.factorize(
-            np.concatenate([world[name].to_numpy(object) for name in WORLD_COLUMNS[2:5]])
+            np.concatenate([world[name].to_numpy(object) for name in STRING_COLUMNS])
         )
-        parts = dict(zip(WORLD_COLUMNS[2:5], np.split(codes.astype(np.int64), 3), strict=True))
+        parts = dict(zip(STRING_COLUMNS, np.split(codes.astype(np.int64), 3), strict=True))
         return cls(
             reps, stage_times["task"].to_numpy()[:n_tasks],
             stage_times[["ready", "start", "finish"]].to_numpy().reshape(len(reps), n_tasks, 3),
@@ -148,8 +148,24 @@ class Profiles:
 
     def codes(self, strings: Iterable[str]) -> np.ndarray:
         """The codes of ``strings`` in the world columns of :meth:`add_batch`."""
-        codes = self._codes
-        return np.fromiter((codes.setdefault(s, len(codes)) for s in strings), np.int64)
+        return _encode(self._codes, strings)
+
+    def add_chunk(
+        self, reps: np.ndarray, ready: np.ndarray, start: np.ndarray, finish: np.ndarray,
+        times: np.ndarray, levels: np.ndarray,
+        world: Callable[[int], Sequence[Sequence]] | None = None,
+    ) -> None:  # fmt: skip
+        """Keep the profiles of a chunk's replications ``reps`` (consecutive) below
+        :data:`PROFILE_REPS`, from its arrays: the active stages' ``ready``, ``start`` and
+        ``finish`` (replications x stages), the capacity changes (``times`` and ``levels``, as
+        :func:`~capsim.capacity.batch_on_grid` takes them) and ``world(k)``, the world columns
+        of its first ``k`` replications (see :meth:`add_batch`; none without ``world``)."""
+        k = min(len(reps), PROFILE_REPS - int(reps[0])) if len(reps) else 0
+        if k <= 0:
+            return
+        stage_times = np.stack([ready[:k], start[:k], finish[:k]], axis=2)
+        on_grid = batch_on_grid(times[:k], levels[:k], self.grid)
+        self.add_batch(reps[:k], stage_times, on_grid, *(world(k) if world else ()))
 
     def add(self, replication: int, run: Run, levels: np.ndarray | None = None) -> None:
         """Keep the profile of one replication; ``levels`` are its
@@ -223,8 +239,7 @@ class Sample:
         reps = batch.replications[keep]
         self.times[reps], self.capacity[reps] = batch.times[keep], batch.capacity[keep]
         self.kept[reps] = True
-        codes = self._codes
-        recode = np.array([codes.setdefault(s, len(codes)) for s in batch.strings], np.int64)
+        recode = _encode(self._codes, batch.strings)
         inside = batch.world[0] < len(self.kept)
         self._world[int(reps.min())] = tuple(
             (recode[column] if name in STRING_COLUMNS else column)[inside]
@@ -244,6 +259,11 @@ class Sample:
         return ProfileBatch(
             reps, self.tasks, self.times[pick], self.capacity[pick], world, tuple(self._codes)
         )
+
+
+def _encode(codes: dict[str, int], strings: Iterable[str]) -> np.ndarray:
+    """The codes of ``strings`` in ``codes``, new ones numbered as they come."""
+    return np.fromiter((codes.setdefault(s, len(codes)) for s in strings), np.int64)
 
 
 def _world(columns: Sequence[Sequence]) -> tuple[np.ndarray, ...]:

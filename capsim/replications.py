@@ -114,18 +114,12 @@ def run_chunk(
     ``save_events``, their full logs. Compiles the model once per process."""
     model = compiled(scenario, strategy)
     tally, profiles = StageTally(model), Profiles(model)
-    if fastpath.eligible(model) and not save_events:
+    for path in (fastpath, leanpath):  # the first that applies, else the engine
+        if not path.eligible(model) or save_events:
+            continue
         try:
-            rows, tally.sums = fastpath.simulate_chunk(model, seed, start, stop, profiles)
-        except Exception:
-            tally, profiles = StageTally(model), Profiles(model)
-        else:
-            tally.replications = stop - start
-            return Chunk(rows, tally.frame(), profiles.batch(), None, None)
-    if leanpath.eligible(model) and not save_events:
-        try:
-            rows, tally.sums = leanpath.simulate_chunk(model, seed, start, stop, profiles)
-        except Exception:  # the engine runs them again and records what failed
+            rows, tally.sums = path.simulate_chunk(model, seed, start, stop, profiles)
+        except Exception:  # the next path or the engine runs them again, recording what failed
             tally, profiles = StageTally(model), Profiles(model)
         else:
             tally.replications = stop - start
