@@ -126,6 +126,13 @@ def capsim_loop(model: Model, reps: int, first: int = 0) -> list:
     return [model.run(model.draw(replication_rng(SEED, i))) for i in range(first, first + reps)]
 
 
+def engine_rows(model: Model, reps: int) -> list[dict]:
+    """Rows of replications 0 to ``reps - 1`` by the engine, as run_chunk computes them when no
+    array path applies (one stage tally for them all)."""
+    tally = StageTally(model)
+    return [replication_row(model, SEED, i, tally) for i in range(reps)]
+
+
 def chunk_path(model: Model) -> str:
     """Which path run_chunk (capsim mc) takes for ``model``."""
     if fastpath.eligible(model):
@@ -493,9 +500,7 @@ def fast(cfg: argparse.Namespace) -> dict:
     for _ in range(cfg.rounds):
         t_mc = cpu_timed(lambda: monte_carlo(scenario, reps=reps, seed=SEED))
         t_raw = cpu_timed(lambda: fastpath.simulate_chunk(model, SEED, 0, reps))
-        t_engine = cpu_timed(
-            lambda: [replication_row(model, SEED, i, StageTally(model)) for i in range(engine_reps)]
-        )
+        t_engine = cpu_timed(lambda: engine_rows(model, engine_reps))
         rounds.append(
             {
                 "mc_reps_per_s": reps / t_mc,
