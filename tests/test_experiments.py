@@ -310,6 +310,15 @@ def test_resume_with_until_stable_is_the_fresh_result(tmp_path: Path, greenfield
         pd.testing.assert_frame_equal(resumed.profiles[name], profile, check_exact=True)
 
 
+def wait_for_a_chunk(process: subprocess.Popen, out: Path, within: float = 90) -> None:
+    """Until ``process`` has completed a chunk into ``out`` (its rows file is written last)."""
+    deadline = time.monotonic() + within
+    while not list((out / "chunks").glob("*.rows.parquet")):
+        assert process.poll() is None, "finished before a chunk was seen"
+        assert time.monotonic() < deadline, f"no chunk written within {within:g} s"
+        time.sleep(0.005)
+
+
 def alive_in_session(session: int, within: float = 10.0) -> list[int]:
     """The processes of a session still running (not zombies) after up to ``within`` s."""
     import psutil  # with dask.distributed
@@ -336,11 +345,7 @@ def test_ctrl_c_stops_every_process_says_how_to_resume_and_resume_completes(tmp_
         stderr=subprocess.PIPE, text=True, start_new_session=True,  # its group, as a terminal's
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 90
-        while not list((out / "chunks").glob("*.rows.parquet")):
-            assert process.poll() is None, "finished before a chunk was seen"
-            assert time.monotonic() < deadline, "no chunk written within 90 s"
-            time.sleep(0.005)
+        wait_for_a_chunk(process, out)
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
         _, err = process.communicate(timeout=30)
     finally:
@@ -364,12 +369,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path: Path) -> Non
     uninterrupted = subprocess.Popen([*args, "--out", str(clean)], **quiet)
     victim = subprocess.Popen([*args, "--out", str(killed)], **quiet)
     try:
-        deadline = time.monotonic() + 90
-        # a chunk is complete once its rows file is there (it is written last)
-        while not list((killed / "chunks").glob("*.rows.parquet")):
-            assert victim.poll() is None, "finished before a chunk was seen"
-            assert time.monotonic() < deadline, "no chunk written within 90 s"
-            time.sleep(0.005)
+        wait_for_a_chunk(victim, killed)
         victim.send_signal(signal.SIGKILL)
         assert victim.wait(timeout=30) == -signal.SIGKILL
     finally:
