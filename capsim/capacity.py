@@ -196,10 +196,16 @@ def batch_on_grid(changes: np.ndarray, levels: np.ndarray, times: np.ndarray) ->
     changes, the times; NaN pads a shorter replication's row at its end) and ``levels``
     (replications x changes x 3) give an array of shape (replications, len(times), 3)."""
     points = np.asarray(times) + 1e-9
-    # the last change at or before each time (NaN sorts after every time), 0 before the first
-    at = np.stack([np.searchsorted(row, points, side="right") for row in changes])
-    before = np.concatenate([np.zeros((len(levels), 1, 3)), levels], axis=1)
-    return np.take_along_axis(before, at.reshape(len(levels), -1, 1), axis=1)
+    reps, n = len(changes), len(points)
+    # how many changes are at or before each time (a row's changes are in time order; NaN
+    # comes after every time): each change counts from the first time not before it on
+    first = np.searchsorted(points, changes, side="left")
+    counted = np.bincount((first + (n + 1) * np.arange(reps)[:, None]).ravel(),
+                          minlength=reps * (n + 1)).reshape(reps, n + 1)  # fmt: skip
+    at = np.cumsum(counted[:, :n], axis=1)
+    before = np.concatenate([np.zeros((reps, 1, 3)), levels], axis=1)  # 0 before the first
+    rows = at + before.shape[1] * np.arange(reps)[:, None]
+    return before.reshape(-1, 3)[rows.ravel()].reshape(reps, n, 3)
 
 
 def gpu_hours(run: Run, org: str) -> float:

@@ -30,7 +30,7 @@ import pandas as pd
 from capsim import __version__, fastpath, profiles
 from capsim.errors import CapsimError
 from capsim.executors import Executor, LocalExecutor
-from capsim.model import Model, replication_rng
+from capsim.model import Model, replication_uniforms
 from capsim.replications import HEADLINE_COSTS, code_fingerprint, compiled, fingerprint
 from capsim.results import to_dates
 from capsim.schema import Scenario
@@ -102,12 +102,8 @@ class MonteCarloResult:
         ]  # fmt: skip
         if not keep or len(ok) < 3:
             return pd.DataFrame()
-        uniforms = np.array(
-            [
-                replication_rng(self.seed, int(i)).random(model.n_slots)[keep]
-                for i in ok["replication"]
-            ]
-        )
+        drawn = replication_uniforms(self.seed, ok["replication"].to_numpy(), model.n_slots)
+        uniforms = drawn[:, keep]
         chances = np.array(
             [model.inputs[k].chance if model.inputs[k].chance is not None else np.nan for k in keep]
         )

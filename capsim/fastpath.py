@@ -18,10 +18,13 @@ True
 
 from __future__ import annotations
 
+import weakref
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 
-from capsim.model import Model, replication_rng
+from capsim.model import Model, replication_uniforms
 from capsim.profiles import Profiles
 from capsim.tally import TallyLayout, stage_sums
 
@@ -52,27 +55,22 @@ def simulate_chunk(
     to ``profiles`` (:meth:`~capsim.profiles.Profiles.add_chunk`; no world events: nothing here
     pauses, is refused or buys HBM)."""
     reps = np.arange(start, stop)
-    values = model.values(
-        np.stack([replication_rng(seed, int(i)).random(model.n_slots) for i in reps])
-    )
+    values = model.values(replication_uniforms(seed, reps, model.n_slots))
     horizon = model.scenario.horizon
-    n = len(reps)
-    ready = np.full((n, len(model.tasks)), np.nan)
-    finish = np.full((n, len(model.tasks)), np.nan)
-    for info in model.sites:
-        if not info.active:
-            continue
-        for t in info.tasks:  # topological order within the site
-            preds = model.tasks[t].predecessors
-            if preds:
-                stacked = finish[:, list(preds)]
-                latest = stacked.max(axis=1)  # NaN if any predecessor is unfinished
-                ready[:, t] = np.maximum(latest, info.start)
-            else:
-                ready[:, t] = info.start
-            ready[ready[:, t] > horizon, t] = np.nan  # never became ready by the horizon
-            end = ready[:, t] + values[:, model.tasks[t].slot]
-            finish[:, t] = np.where(end <= horizon, end, np.nan)
+    n_tasks = len(model.tasks)
+    ready = np.full((len(reps), n_tasks), np.nan)
+    finish = np.full((len(reps), n_tasks + 1), np.nan)
+    finish[:, n_tasks] = -np.inf  # what pads a stage's predecessors
+    for depth in _depths(model):
+        t = depth.tasks
+        latest = depth.start  # then NaN if any predecessor is unfinished
+        for column in depth.preds.T:
+            latest = np.maximum(finish[:, column], latest)
+        ready[:, t] = latest
+        ready[:, t] = np.where(ready[:, t] > horizon, np.nan, ready[:, t])  # never ready in time
+        end = ready[:, t] + values[:, depth.slots]
+        finish[:, t] = np.where(end <= horizon, end, np.nan)
+    finish = finish[:, :n_tasks]
     times, levels = _levels(model, finish)
     rows = chunk_rows(model, reps, finish, times, levels)
     tasks = model.active_tasks
@@ -80,6 +78,42 @@ def simulate_chunk(
     if profiles is not None:
         profiles.add_chunk(reps, ready, ready, finish, times, levels)
     return rows, stage_sums(TallyLayout.of(model), ready, ready, finish)
+
+
+class _Depth(NamedTuple):
+    """The active stages that are ``k`` stages after a stage without predecessors (the longest
+    way): each is computed, for all replications, once its predecessors are."""
+
+    tasks: np.ndarray
+    preds: np.ndarray  # by stage, padded with len(model.tasks): finish's -inf column
+    start: np.ndarray  # its site's start
+    slots: np.ndarray  # its duration's slot
+
+
+def _depths(model: Model) -> list[_Depth]:
+    """The active stages by depth, built once per model."""
+    found = _DEPTHS.get(model)
+    if found is not None:
+        return found
+    depth: dict[int, int] = {}
+    for info in model.sites:
+        for t in info.tasks if info.active else ():  # topological order within the site
+            depth[t] = 1 + max((depth[p] for p in model.tasks[t].predecessors), default=-1)
+    found = []
+    for k in range(max(depth.values(), default=-1) + 1):
+        tasks = [t for t, d in depth.items() if d == k]
+        preds = [model.tasks[t].predecessors for t in tasks]
+        padded = np.full((len(tasks), max(map(len, preds))), len(model.tasks))
+        for row, p in zip(padded, preds, strict=True):
+            row[: len(p)] = p
+        start = [model.sites[model.tasks[t].site].start for t in tasks]
+        slots = [model.tasks[t].slot for t in tasks]
+        found.append(_Depth(np.array(tasks), padded, np.array(start), np.array(slots)))
+    _DEPTHS[model] = found
+    return found
+
+
+_DEPTHS: weakref.WeakKeyDictionary[Model, list[_Depth]] = weakref.WeakKeyDictionary()
 
 
 def _levels(model: Model, finish: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

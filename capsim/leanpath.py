@@ -46,7 +46,7 @@ import pandas as pd
 
 from capsim.fastpath import chunk_rows
 from capsim.kinds import StageKinds
-from capsim.model import Model, replication_rng
+from capsim.model import Model, replication_uniforms
 from capsim.profiles import Profiles
 from capsim.schema import Site
 from capsim.tally import TallyLayout, stage_sums
@@ -251,7 +251,7 @@ def simulate_chunk(
     (:meth:`~capsim.profiles.Profiles.add_chunk`)."""
     p = plan(model)
     reps = np.arange(start, stop)
-    uniforms = np.stack([replication_rng(seed, int(i)).random(model.n_slots) for i in reps])
+    uniforms = replication_uniforms(seed, reps, model.n_slots)
     ready, begun, finish, changes, counts, hbm, hbm_counts, _ = p.run(model.values(uniforms))
     n = len(reps)
     # the perspective's capacity after each change (capsim.capacity.perspective_levels), padded

@@ -33,6 +33,11 @@ from capsim.schema import Scenario, Site, Stage
 from capsim.units import from_date
 from capsim.world import NEWEST, Org
 
+try:
+    from capsim._streams import uniforms as _uniforms
+except ImportError:  # a source tree that was not built (pip install builds it): numpy seeds them
+    _uniforms = None
+
 __all__ = [
     "Blockage",
     "Model",
@@ -42,6 +47,7 @@ __all__ = [
     "Task",
     "WorldEvent",
     "replication_rng",
+    "replication_uniforms",
 ]
 
 
@@ -52,6 +58,26 @@ def replication_rng(seed: int, replication: int = 0) -> np.random.Generator:
     split among workers.
     """
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(replication,)))
+
+
+def replication_uniforms(seed: int, replications: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` uniforms of each replication's stream, one row per replication: row ``k``
+    equals ``replication_rng(seed, replications[k]).random(n)``, computed for a whole chunk at
+    once (:mod:`capsim._streams`) instead of building a generator for each.
+
+    >>> u = replication_uniforms(7, np.arange(3), 4)
+    >>> u.shape, bool((u[2] == replication_rng(7, 2).random(4)).all())
+    ((3, 4), True)
+    """
+    reps = np.asarray(replications, dtype=np.uint64)
+    if _uniforms is None:
+        return np.array([replication_rng(seed, int(i)).random(n) for i in reps]).reshape(
+            len(reps), n
+        )
+    words = [seed & 0xFFFFFFFF]  # the seed's 32-bit words, least significant first
+    while seed >> 32 * len(words):
+        words.append((seed >> 32 * len(words)) & 0xFFFFFFFF)
+    return _uniforms(np.array(words, dtype=np.uint32), reps, n)
 
 
 @dataclass(frozen=True)

@@ -237,8 +237,13 @@ class Sample:
         if not keep.any():
             return
         reps = batch.replications[keep]
-        self.times[reps], self.capacity[reps] = batch.times[keep], batch.capacity[keep]
-        self.kept[reps] = True
+        if keep.all() and np.array_equal(reps, np.arange(reps[0], reps[0] + len(reps))):
+            where: slice | np.ndarray = slice(reps[0], reps[0] + len(reps))  # a chunk's
+            self.times[where], self.capacity[where] = batch.times, batch.capacity
+        else:
+            where = reps
+            self.times[where], self.capacity[where] = batch.times[keep], batch.capacity[keep]
+        self.kept[where] = True
         recode = _encode(self._codes, batch.strings)
         inside = batch.world[0] < len(self.kept)
         self._world[int(reps.min())] = tuple(

@@ -6,8 +6,11 @@ each stage decided when its site came online.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import math
+import platform
 import traceback
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -112,6 +115,7 @@ def run_chunk(
 ) -> Chunk:  # fmt: skip
     """Replications ``start`` to ``stop - 1``: their rows, their stages' tally and, with
     ``save_events``, their full logs. Compiles the model once per process."""
+    keep_freed_memory()
     model = compiled(scenario, strategy)
     tally, profiles = StageTally(model), Profiles(model)
     for path in (fastpath, leanpath):  # the first that applies, else the engine
@@ -133,6 +137,20 @@ def run_chunk(
     stage_log = pd.DataFrame(logs["stages"], columns=["replication", *StageRecord._fields])
     world_log = pd.DataFrame(logs["world"], columns=["replication", *WorldEvent._fields])
     return Chunk(rows, tally.frame(), profiles.batch(), stage_log, world_log)
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Have glibc's allocator keep freed memory for the next chunk (up to 64 MB at the top of the
+    heap; arrays below 32 MB from the heap): by default it hands a chunk's large arrays back to
+    the system when they are freed and the next chunk maps them afresh, a page fault per 4 KB,
+    which took about half of the fast path's time (``benchmarks/run.py --only fast``). Once per
+    process computing replications; elsewhere (not glibc) nothing. Returns whether it applied."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    mallopt = ctypes.CDLL(None).mallopt
+    trim, mmap = -1, -3  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD (malloc.h)
+    return bool(mallopt(trim, 64 << 20)) and bool(mallopt(mmap, 32 << 20))
 
 
 def code_fingerprint() -> str:

@@ -82,9 +82,28 @@ def stage_sums(
     on_site, on_last = critical_chains_batch(layout, ready, finish)
     rows = (done, wait, wait * wait, duration, duration * duration, on_site, on_last)
     total = np.zeros((len(FIELDS), finish.shape[1])) if initial is None else initial.copy()
-    for one in np.stack(rows, axis=1, dtype=float):  # one replication's rows at a time
-        total += one
+    if not len(finish):
+        return total
+    for k, values in enumerate(rows):
+        if values.dtype == bool:  # counts: exact in any order
+            total[k] += np.count_nonzero(values, axis=0)
+        else:  # a running sum, in order (numpy's sum would add them pairwise); in place
+            values[0] += total[k]
+            total[k] = np.add.accumulate(values, axis=0, out=values)[-1]
     return total
+
+
+def _first_latest(columns: list[np.ndarray], labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Elementwise over ``columns`` (k arrays of one shape, (m x replications)): the largest
+    value, ignoring NaN (-inf if all are), and the label (``labels``, (m x k)) of the first
+    column holding it."""
+    best = np.where(np.isnan(columns[0]), -np.inf, columns[0])
+    label = np.broadcast_to(labels[:, :1], best.shape)
+    for j in range(1, len(columns)):
+        later = columns[j] > best  # NaN is never later
+        best = np.where(later, columns[j], best)
+        label = np.where(later, labels[:, j : j + 1], label)
+    return best, label
 
 
 def critical_chains_batch(
@@ -92,32 +111,35 @@ def critical_chains_batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boolean (replications x active stages) arrays: whether a stage lies on the chain that
     decided when its site came online, and on the chain of the last site to come online (the
-    first such site in site order on a tie). A site that did not finish has no chain."""
+    first such site in site order on a tie). A site that did not finish has no chain.
+
+    Computed on (stages x replications) arrays, whose rows are gathered whole."""
     reps, n = finish.shape
-    on = np.zeros((reps, n + 1), dtype=bool)
+    on = np.zeros((n + 1, reps), dtype=bool)
     if n == 0 or reps == 0:
-        return on[:, :n], on[:, :n]
-    padded = np.concatenate([finish, np.full((reps, 1), -np.inf)], axis=1)
-    by_site = padded[:, layout.site_tasks]  # replications x sites x positions
-    complete = ~np.isnan(by_site).any(axis=2)
-    end = np.argmax(np.where(np.isnan(by_site), -np.inf, by_site), axis=2)  # first latest
-    rows = np.arange(reps)[:, None]
-    last_task = layout.site_tasks[np.arange(len(layout.site_tasks))[None, :], end]
-    on[rows, np.where(complete, last_task, n)] = True
-    # each stage's binding predecessor: the first of those that finished last
-    before = padded[:, layout.preds]  # replications x stages x fan-in
-    binding = layout.preds[np.arange(n)[None, :], np.argmax(before, axis=2)]
-    binds = layout.has_preds[None, :] & ~(padded[rows, binding] < ready - 1e-9)
-    binding = np.where(binds, binding, n)
+        return on[:n].T, on[:n].T
+    finished = np.empty((n + 1, reps))
+    finished[:n] = finish.T
+    finished[n] = -np.inf  # what pads the layout's tables
+    cell = np.arange(reps)  # + stage * reps: a stage's cell in the flat ``on``
+    by_position = [finished[column] for column in layout.site_tasks.T]  # sites x replications
+    complete = ~np.isnan(by_position[0])
+    for column in by_position[1:]:
+        complete &= ~np.isnan(column)
+    latest, last = _first_latest(by_position, layout.site_tasks)
+    on.reshape(-1)[np.where(complete, last, n) * reps + cell] = True
+    # each stage's binding predecessor: the first of those that finished last (a finished
+    # stage's predecessors all finished), if the stage became ready when it finished
+    before, binding = _first_latest([finished[column] for column in layout.preds.T], layout.preds)
+    binds = layout.has_preds[:, None] & ~(before < ready.T - 1e-9)
+    binding = np.where(binds, binding, n) * reps + cell
     for tasks in layout.by_position:  # successors before their predecessors
-        on[rows, binding[:, tasks]] |= on[:, tasks]
-    on[:, n] = False
-    online = np.where(complete, by_site.max(axis=2), -np.inf)
-    last_site = np.argmax(online, axis=1)
-    any_complete = complete.any(axis=1)
-    on_site = on[:, :n]
-    on_last = on_site & (layout.site_of[None, :] == last_site[:, None]) & any_complete[:, None]
-    return on_site, on_last
+        on.reshape(-1)[binding[tasks]] |= on[tasks]
+    online = np.where(complete, latest, -np.inf)
+    last_site = np.argmax(online, axis=0)
+    on_site = on[:n]
+    on_last = on_site & (layout.site_of[:, None] == last_site) & complete.any(axis=0)
+    return on_site.T, on_last.T
 
 
 class StageTally:

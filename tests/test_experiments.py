@@ -497,15 +497,23 @@ def test_an_empty_existing_folder_is_fine(tmp_path: Path, greenfield, greenfield
 
 
 def fail_replication(monkeypatch, bad: int) -> None:
-    real = experiments.replication_rng
+    """Replication ``bad`` raises on the engine; a chunk holding it raises on the fast and lean
+    paths, so that the engine runs it again."""
+    real_rng, real_uniforms = replications.replication_rng, fastpath.replication_uniforms
 
     def rng(seed: int, replication: int = 0):
         if replication == bad:
             raise RuntimeError("injected failure")
-        return real(seed, replication)
+        return real_rng(seed, replication)
+
+    def uniforms(seed: int, reps, n: int):
+        if bad in reps:
+            raise RuntimeError("injected failure")
+        return real_uniforms(seed, reps, n)
 
     monkeypatch.setattr(replications, "replication_rng", rng)
-    monkeypatch.setattr(leanpath, "replication_rng", rng)  # it falls back to the engine
+    monkeypatch.setattr(fastpath, "replication_uniforms", uniforms)
+    monkeypatch.setattr(leanpath, "replication_uniforms", uniforms)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -577,16 +585,7 @@ def test_cli_reports_failures_with_a_reproduction_command(
 
 def test_a_failing_replication_is_recorded_on_the_fast_path(precedence_only, monkeypatch) -> None:
     assert fastpath.eligible(Model(precedence_only))
-    real = fastpath.replication_rng
-
-    def rng(seed: int, replication: int = 0):
-        if replication == 3:
-            raise RuntimeError("injected failure")
-        return real(seed, replication)
-
-    monkeypatch.setattr(fastpath, "replication_rng", rng)
-    monkeypatch.setattr(leanpath, "replication_rng", rng)
-    monkeypatch.setattr(replications, "replication_rng", rng)
+    fail_replication(monkeypatch, 3)
     result = monte_carlo(precedence_only, reps=10, seed=1)
     assert list(result.failed["replication"]) == [3]
     assert len(result.replications) == 10
