@@ -205,7 +205,8 @@ def batch_on_grid(changes: np.ndarray, levels: np.ndarray, times: np.ndarray) ->
     at = np.cumsum(counted[:, :n], axis=1)
     before = np.concatenate([np.zeros((reps, 1, 3)), levels], axis=1)  # 0 before the first
     rows = at + before.shape[1] * np.arange(reps)[:, None]
-    return before.reshape(-1, 3)[rows.ravel()].reshape(reps, n, 3)
+    triples = before.reshape(-1, 3).view(np.dtype((np.void, 24))).ravel()  # a row each
+    return np.take(triples, rows.ravel()).view(np.float64).reshape(reps, n, 3)
 
 
 def gpu_hours(run: Run, org: str) -> float:

@@ -55,26 +55,27 @@ def simulate_chunk(
     to ``profiles`` (:meth:`~capsim.profiles.Profiles.add_chunk`; no world events: nothing here
     pauses, is refused or buys HBM)."""
     reps = np.arange(start, stop)
-    values = model.values(replication_uniforms(seed, reps, model.n_slots))
+    # arrays by replication (rows) and slot or task (columns), stored by column ("F"): what
+    # is computed at once, a stage's replications, is contiguous
+    values = model.values(replication_uniforms(seed, reps, model.n_slots, order="F"))
     horizon = model.scenario.horizon
     n_tasks = len(model.tasks)
-    ready = np.full((len(reps), n_tasks), np.nan)
-    finish = np.full((len(reps), n_tasks + 1), np.nan)
+    ready = np.full((len(reps), n_tasks), np.nan, order="F")
+    finish = np.full((len(reps), n_tasks + 1), np.nan, order="F")
     finish[:, n_tasks] = -np.inf  # what pads a stage's predecessors
     for depth in _depths(model):
-        t = depth.tasks
-        latest = depth.start  # then NaN if any predecessor is unfinished
-        for column in depth.preds.T:
-            latest = np.maximum(finish[:, column], latest)
-        ready[:, t] = latest
-        ready[:, t] = np.where(ready[:, t] > horizon, np.nan, ready[:, t])  # never ready in time
-        end = ready[:, t] + values[:, depth.slots]
-        finish[:, t] = np.where(end <= horizon, end, np.nan)
+        begin = np.broadcast_to(depth.start, (len(reps), len(depth.tasks)))
+        for column in depth.preds.T:  # NaN if any predecessor is unfinished
+            begin = np.maximum(finish[:, column], begin)
+        begin = np.where(begin > horizon, np.nan, begin)  # never ready by the horizon
+        end = begin + values[:, depth.slots]
+        ready[:, depth.tasks] = begin
+        finish[:, depth.tasks] = np.where(end <= horizon, end, np.nan)
     finish = finish[:, :n_tasks]
     times, levels = _levels(model, finish)
     rows = chunk_rows(model, reps, finish, times, levels)
-    tasks = model.active_tasks
-    ready, finish = ready[:, tasks], finish[:, tasks]  # a stage starts when ready
+    if len(model.active_tasks) < n_tasks:
+        ready, finish = ready[:, model.active_tasks], finish[:, model.active_tasks]
     if profiles is not None:
         profiles.add_chunk(reps, ready, ready, finish, times, levels)
     return rows, stage_sums(TallyLayout.of(model), ready, ready, finish)
@@ -131,8 +132,14 @@ def _levels(model: Model, finish: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _site_online(model: Model, finish: np.ndarray) -> np.ndarray:
     """When each active site came online (its last stage's finish; NaN if any did not finish),
     by replication (rows) and active site (columns)."""
-    padded = np.concatenate([finish, np.full((len(finish), 1), -np.inf)], axis=1)
-    return padded[:, model.active_site_tasks].max(axis=2)  # NaN wins; -inf pads (Run too)
+    tasks = model.active_site_tasks  # padded with len(model.tasks); a site has a stage or more
+    if not tasks.size:
+        return np.empty((len(finish), 0))
+    tasks = np.where(tasks < len(model.tasks), tasks, tasks[:, :1])  # a site's first: no change
+    online = finish[:, tasks[:, 0]]
+    for column in tasks.T[1:]:
+        online = np.maximum(online, finish[:, column])  # NaN wins
+    return online
 
 
 def chunk_rows(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from capsim.units import from_date
 from capsim.world import NEWEST, Org
 
 try:
-    from capsim._streams import uniforms as _uniforms
+    from capsim._arrays import uniforms as _uniforms
 except ImportError:  # a source tree that was not built (pip install builds it): numpy seeds them
     _uniforms = None
 
@@ -60,10 +60,13 @@ def replication_rng(seed: int, replication: int = 0) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(replication,)))
 
 
-def replication_uniforms(seed: int, replications: np.ndarray, n: int) -> np.ndarray:
+def replication_uniforms(
+    seed: int, replications: np.ndarray, n: int, order: Literal["C", "F"] = "C"
+) -> np.ndarray:
     """The first ``n`` uniforms of each replication's stream, one row per replication: row ``k``
     equals ``replication_rng(seed, replications[k]).random(n)``, computed for a whole chunk at
-    once (:mod:`capsim._streams`) instead of building a generator for each.
+    once (:mod:`capsim._arrays`) instead of building a generator for each. ``order="F"`` stores
+    them by column (a slot's draws contiguous).
 
     >>> u = replication_uniforms(7, np.arange(3), 4)
     >>> u.shape, bool((u[2] == replication_rng(7, 2).random(4)).all())
@@ -71,13 +74,12 @@ def replication_uniforms(seed: int, replications: np.ndarray, n: int) -> np.ndar
     """
     reps = np.asarray(replications, dtype=np.uint64)
     if _uniforms is None:
-        return np.array([replication_rng(seed, int(i)).random(n) for i in reps]).reshape(
-            len(reps), n
-        )
+        drawn = [replication_rng(seed, int(i)).random(n) for i in reps]
+        return np.array(drawn, order=order).reshape(len(reps), n)
     words = [seed & 0xFFFFFFFF]  # the seed's 32-bit words, least significant first
     while seed >> 32 * len(words):
         words.append((seed >> 32 * len(words)) & 0xFFFFFFFF)
-    return _uniforms(np.array(words, dtype=np.uint32), reps, n)
+    return _uniforms(np.array(words, dtype=np.uint32), reps, n, order)
 
 
 @dataclass(frozen=True)

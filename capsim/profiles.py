@@ -163,7 +163,9 @@ class Profiles:
         k = min(len(reps), PROFILE_REPS - int(reps[0])) if len(reps) else 0
         if k <= 0:
             return
-        stage_times = np.stack([ready[:k], start[:k], finish[:k]], axis=2)
+        stage_times = np.empty((k, ready.shape[1], 3))  # in C order, whatever theirs
+        for j, column in enumerate((ready, start, finish)):
+            stage_times[:, :, j] = column[:k]
         on_grid = batch_on_grid(times[:k], levels[:k], self.grid)
         self.add_batch(reps[:k], stage_times, on_grid, *(world(k) if world else ()))
 
@@ -224,8 +226,9 @@ class Sample:
 
     def __init__(self, model: Model, size: int) -> None:
         self.tasks = np.array(model.active_tasks, dtype=int)
-        self.times = np.empty((size, len(self.tasks), 3))
-        self.capacity = np.empty((size, len(grid(model)), 3))
+        self._shapes = (size, len(self.tasks), 3), (size, len(grid(model)), 3)
+        self.times: np.ndarray | None = None  # allocated unless one batch brings them all
+        self.capacity: np.ndarray | None = None
         self.kept = np.zeros(size, dtype=bool)  # replications added (a failed one has none)
         self._world: dict[int, tuple[np.ndarray, ...]] = {}  # by the batch's first replication
         self._codes: dict[str, int] = {}
@@ -236,14 +239,20 @@ class Sample:
         keep = batch.replications < len(self.kept)
         if not keep.any():
             return
-        reps = batch.replications[keep]
-        if keep.all() and np.array_equal(reps, np.arange(reps[0], reps[0] + len(reps))):
-            where: slice | np.ndarray = slice(reps[0], reps[0] + len(reps))  # a chunk's
-            self.times[where], self.capacity[where] = batch.times, batch.capacity
+        whole = keep.all()
+        reps = batch.replications if whole else batch.replications[keep]
+        times, capacity = (batch.times, batch.capacity) if whole else (
+            batch.times[keep], batch.capacity[keep])  # fmt: skip
+        size = len(self.kept)
+        if self.times is None and len(reps) == size and np.array_equal(reps, np.arange(size)):
+            self.times, self.capacity = times, capacity  # all of them: as they are
         else:
-            where = reps
-            self.times[where], self.capacity[where] = batch.times[keep], batch.capacity[keep]
-        self.kept[where] = True
+            if self.times is None:
+                self.times, self.capacity = np.empty(self._shapes[0]), np.empty(self._shapes[1])
+            consecutive = np.array_equal(reps, np.arange(reps[0], reps[0] + len(reps)))
+            where = slice(reps[0], reps[0] + len(reps)) if consecutive else reps  # a chunk's
+            self.times[where], self.capacity[where] = times, capacity
+        self.kept[reps] = True
         recode = _encode(self._codes, batch.strings)
         inside = batch.world[0] < len(self.kept)
         self._world[int(reps.min())] = tuple(
@@ -261,6 +270,8 @@ class Sample:
         world = tuple(map(np.concatenate, zip(*parts, strict=True))) if parts else _world(())
         if parts and (world[0] >= k).any():  # a batch that straddles the stop
             world = tuple(column[world[0] < k] for column in world)
+        if self.times is None:  # nothing kept
+            self.times, self.capacity = np.empty(self._shapes[0]), np.empty(self._shapes[1])
         return ProfileBatch(
             reps, self.tasks, self.times[pick], self.capacity[pick], world, tuple(self._codes)
         )

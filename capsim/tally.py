@@ -16,6 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+try:
+    from capsim._arrays import add_rows as _add_rows
+except ImportError:  # a source tree that was not built (pip install builds it)
+    _add_rows = None
+
 if TYPE_CHECKING:
     from capsim.model import Model
     from capsim.records import Run
@@ -77,32 +82,60 @@ def stage_sums(
     stages) arrays. Replications are added one after the other, in order, so the sums do not
     depend on how replications are batched."""
     done = ~np.isnan(finish)
-    wait = np.where(done, start - ready, 0.0)
     duration = np.where(done, finish - start, 0.0)
     on_site, on_last = critical_chains_batch(layout, ready, finish)
-    rows = (done, wait, wait * wait, duration, duration * duration, on_site, on_last)
+    if start is ready:  # no stage waited: the sums of waits stay as they are
+        wait = None
+    else:
+        wait = np.where(done, start - ready, 0.0)
+    rows = (done, wait, None if wait is None else wait * wait, duration, duration * duration,
+            on_site, on_last)  # fmt: skip
     total = np.zeros((len(FIELDS), finish.shape[1])) if initial is None else initial.copy()
     if not len(finish):
         return total
     for k, values in enumerate(rows):
+        if values is None:
+            continue
         if values.dtype == bool:  # counts: exact in any order
             total[k] += np.count_nonzero(values, axis=0)
-        else:  # a running sum, in order (numpy's sum would add them pairwise); in place
-            values[0] += total[k]
-            total[k] = np.add.accumulate(values, axis=0, out=values)[-1]
+        else:  # a running sum, in order (numpy's sum would add them pairwise)
+            add_rows(total[k], values)
     return total
 
 
-def _first_latest(columns: list[np.ndarray], labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Elementwise over ``columns`` (k arrays of one shape, (m x replications)): the largest
-    value, ignoring NaN (-inf if all are), and the label (``labels``, (m x k)) of the first
-    column holding it."""
-    best = np.where(np.isnan(columns[0]), -np.inf, columns[0])
-    label = np.broadcast_to(labels[:, :1], best.shape)
-    for j in range(1, len(columns)):
-        later = columns[j] > best  # NaN is never later
-        best = np.where(later, columns[j], best)
-        label = np.where(later, labels[:, j : j + 1], label)
+def add_rows(total: np.ndarray, values: np.ndarray) -> None:
+    """Add the rows of ``values`` to ``total`` (a contiguous row) one after the other, in order,
+    so that a sum does not depend on how the rows were batched: compiled
+    (:mod:`capsim._arrays`) or, unbuilt, ``numpy.add.accumulate`` (in place: ``values`` is
+    spent)."""
+    if _add_rows is not None:
+        _add_rows(total, values)
+    elif len(values):
+        values[0] += total
+        total[:] = np.add.accumulate(values, axis=0, out=values)[-1]
+
+
+def _first_latest(finished: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``table`` (m x k stages, padded with ``n``: ``finished``'s -inf row) and
+    replication: the latest of its stages' finish times, ignoring NaN (-inf if all are), and
+    the first stage finishing then, as its cell in a flat (stages x replications) array. Only
+    the rows with a k-th stage take part in the k-th comparison (most stages have one
+    predecessor)."""
+    n, reps = len(finished) - 1, finished.shape[1]
+    cell = np.arange(reps)
+    best = finished[table[:, 0]]
+    best[np.isnan(best)] = -np.inf
+    label = table[:, :1] * reps + cell
+    for column in table.T[1:]:
+        rows = np.flatnonzero(column != n)
+        if len(rows) < len(table):
+            column = column[rows]
+        else:
+            rows = slice(None)
+        other = finished[column]
+        later = other > best[rows]  # NaN is never later
+        best[rows] = np.where(later, other, best[rows])
+        label[rows] = np.where(later, column[:, None] * reps + cell, label[rows])
     return best, label
 
 
@@ -122,17 +155,16 @@ def critical_chains_batch(
     finished[:n] = finish.T
     finished[n] = -np.inf  # what pads the layout's tables
     cell = np.arange(reps)  # + stage * reps: a stage's cell in the flat ``on``
-    by_position = [finished[column] for column in layout.site_tasks.T]  # sites x replications
-    complete = ~np.isnan(by_position[0])
-    for column in by_position[1:]:
-        complete &= ~np.isnan(column)
-    latest, last = _first_latest(by_position, layout.site_tasks)
-    on.reshape(-1)[np.where(complete, last, n) * reps + cell] = True
+    complete = np.ones((len(layout.site_tasks), reps), dtype=bool)
+    for column in layout.site_tasks.T:
+        complete &= ~np.isnan(finished[column])
+    latest, last = _first_latest(finished, layout.site_tasks)
+    on.reshape(-1)[np.where(complete, last, n * reps + cell)] = True
     # each stage's binding predecessor: the first of those that finished last (a finished
     # stage's predecessors all finished), if the stage became ready when it finished
-    before, binding = _first_latest([finished[column] for column in layout.preds.T], layout.preds)
+    before, binding = _first_latest(finished, layout.preds)
     binds = layout.has_preds[:, None] & ~(before < ready.T - 1e-9)
-    binding = np.where(binds, binding, n) * reps + cell
+    binding = np.where(binds, binding, n * reps + cell)
     for tasks in layout.by_position:  # successors before their predecessors
         on.reshape(-1)[binding[tasks]] |= on[tasks]
     online = np.where(complete, latest, -np.inf)

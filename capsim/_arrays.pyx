@@ -1,6 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False
-"""The replications' random streams, seeded a chunk at a time: :func:`capsim.model.replication_uniforms`.
+"""Compiled helpers of the array paths: the replications' random streams seeded a chunk at a time
+(:func:`capsim.model.replication_uniforms`) and running sums down columns
+(:func:`capsim.tally.stage_sums`). Each has a numpy equivalent, used when this module is not
+built and checked against it by the tests.
 
 Replication ``i`` of seed ``s`` draws from ``numpy.random.default_rng(SeedSequence(s,
 spawn_key=(i,)))``: numpy's ``SeedSequence`` (M. E. O'Neill's ``seed_seq`` design: a pool of four
@@ -8,7 +11,7 @@ spawn_key=(i,)))``: numpy's ``SeedSequence`` (M. E. O'Neill's ``seed_seq`` desig
 ``PCG64`` generator (128-bit LCG, XSL-RR output), and ``Generator.random`` turns each 64-bit
 output into a double from its top 53 bits. Building those three objects costs ~13 us a
 replication in Python; the same arithmetic here, on C integers, costs well under one.
-``tests/test_streams.py`` checks every step against numpy's own objects.
+``tests/test_arrays.py`` checks every step against numpy's own objects.
 """
 
 from libc.stdint cimport uint32_t, uint64_t
@@ -112,12 +115,15 @@ cdef void seed_pcg(const uint64_t* words, Pcg* g) noexcept nogil:
     step(g)
 
 
-def uniforms(const uint32_t[::1] seed_words, const uint64_t[::1] replications, Py_ssize_t n):
+def uniforms(
+    const uint32_t[::1] seed_words, const uint64_t[::1] replications, Py_ssize_t n, order="C"
+):
     """Row ``k``: the first ``n`` doubles of replication ``replications[k]``'s stream, for a
-    seed given as its 32-bit words (least significant first, as SeedSequence splits it)."""
+    seed given as its 32-bit words (least significant first, as SeedSequence splits it); the
+    array in C or Fortran ``order``."""
     cdef Py_ssize_t count = replications.shape[0]
-    out = np.empty((count, n), dtype=np.float64)
-    cdef double[:, ::1] values = out
+    out = np.empty((count, n), dtype=np.float64, order=order)
+    cdef double[:, :] values = out
     cdef int run = max(<int>seed_words.shape[0], POOL)  # SeedSequence pads the seed to the pool
     buffer = np.zeros(run + 2, dtype=np.uint32)
     buffer[: seed_words.shape[0]] = np.asarray(seed_words)
@@ -138,3 +144,16 @@ def uniforms(const uint32_t[::1] seed_words, const uint64_t[::1] replications, P
             for j in range(n):
                 values[k, j] = next_double(&g)
     return out
+
+
+def add_rows(double[::1] total, const double[:, :] values):
+    """Add the rows of ``values`` to ``total`` one after the other, in order (each column a
+    running sum, as ``numpy.add.accumulate`` down the rows would end): in place."""
+    cdef Py_ssize_t i, j, rows = values.shape[0]
+    cdef double s
+    with nogil:
+        for j in range(values.shape[1]):
+            s = total[j]
+            for i in range(rows):
+                s = s + values[i, j]
+            total[j] = s
