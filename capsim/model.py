@@ -444,7 +444,8 @@ class Model:
         for dist, part in self._slices:
             grouped[..., part] = dist.ppf(grouped[..., part])
         values[..., self._gather] = grouped
-        return values * self._slot_scale
+        values *= self._slot_scale  # values is this call's own copy
+        return values
 
     def mean_durations(self) -> np.ndarray:
         """Every slot at its distribution's mean (raw uniforms at 0.5: the median outcome)."""

@@ -84,10 +84,8 @@ def stage_sums(
     done = ~np.isnan(finish)
     duration = np.where(done, finish - start, 0.0)
     on_site, on_last = critical_chains_batch(layout, ready, finish)
-    if start is ready:  # no stage waited: the sums of waits stay as they are
-        wait = None
-    else:
-        wait = np.where(done, start - ready, 0.0)
+    # no stage waited (start is ready): the sums of waits stay as they are
+    wait = None if start is ready else np.where(done, start - ready, 0.0)
     rows = (done, wait, None if wait is None else wait * wait, duration, duration * duration,
             on_site, on_last)  # fmt: skip
     total = np.zeros((len(FIELDS), finish.shape[1])) if initial is None else initial.copy()

@@ -1,4 +1,4 @@
-"""The replications' streams seeded a chunk at a time equal numpy's, draw for draw."""
+"""The compiled array helpers equal numpy: streams draw for draw, running sums bit for bit."""
 
 import numpy as np
 import pytest
@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capsim import model as model_module
+from capsim import tally
 from capsim.model import replication_rng, replication_uniforms
 
 # seeds and replication numbers at the edges of SeedSequence's 32-bit words
@@ -46,3 +47,37 @@ def test_without_the_compiled_streams_numpy_seeds_them(monkeypatch: pytest.Monke
     monkeypatch.setattr(model_module, "_uniforms", None)
     assert np.array_equal(replication_uniforms(3, reps, 6), compiled)
     assert replication_uniforms(3, np.arange(0), 6).shape == (0, 6)
+
+
+def left_fold(total: np.ndarray, values: np.ndarray) -> np.ndarray:
+    total = total.copy()
+    for row in values:
+        total = total + row
+    return total
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_running_sums_add_rows_in_order(order: str) -> None:
+    # magnitudes far apart: a pairwise or reordered sum would round differently
+    rng = np.random.default_rng(1)
+    values = np.asarray(rng.random((500, 37)) * 10.0 ** rng.integers(-8, 9, (500, 37)), order=order)
+    start = rng.random(37)
+    total = start.copy()
+    tally.add_rows(total, values.copy(order=order))
+    assert np.array_equal(total, left_fold(start, values))
+    # batched: the same as all at once
+    batched = start.copy()
+    for part in np.array_split(values, 7):
+        tally.add_rows(batched, part.copy(order=order))
+    assert np.array_equal(batched, total)
+
+
+def test_without_the_compiled_sums_numpy_adds_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(2)
+    values, start = rng.random((300, 5)) * 1e6, rng.random(5)
+    compiled = start.copy()
+    tally.add_rows(compiled, values.copy())
+    monkeypatch.setattr(tally, "_add_rows", None)
+    fallback = start.copy()
+    tally.add_rows(fallback, values.copy())
+    assert np.array_equal(fallback, compiled)
