@@ -367,8 +367,8 @@ class _Rows:
         at: slice | np.ndarray = np.concatenate(
             [np.arange(s, s + len(waiting)) for s, waiting in self._waiting]
         )
-        if len(at) and at[-1] - at[0] == len(at) - 1 and (np.diff(at) == 1).all():
-            at = slice(at[0], at[-1] + 1)  # consecutive chunks (as usual): a block copy
+        if (np.diff(at) == 1).all():  # consecutive chunks (as usual): a block copy
+            at = slice(at[0], at[-1] + 1)
         for first, last, values in self._runs:
             values[at] = rows.iloc[:, first:last].to_numpy(values.dtype)
         self._waiting.clear()

@@ -72,8 +72,9 @@ def simulate_chunk(
         ready[:, depth.tasks] = begin
         finish[:, depth.tasks] = np.where(end <= horizon, end, np.nan)
     finish = finish[:, :n_tasks]
-    times, levels = _levels(model, finish)
-    rows = chunk_rows(model, reps, finish, times, levels)
+    online = site_online(model, finish)
+    times, levels = _levels(model, online)
+    rows = chunk_rows(model, reps, finish, online, times, levels)
     if len(model.active_tasks) < n_tasks:
         ready, finish = ready[:, model.active_tasks], finish[:, model.active_tasks]
     if profiles is not None:
@@ -117,19 +118,19 @@ def _depths(model: Model) -> list[_Depth]:
 _DEPTHS: weakref.WeakKeyDictionary[Model, list[_Depth]] = weakref.WeakKeyDictionary()
 
 
-def _levels(model: Model, finish: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _levels(model: Model, online: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The capacity changes of each replication, as :func:`chunk_rows` takes them: each site's
-    MW at its online time, in time order (NaN, not online, last), and the running sums."""
-    online = _site_online(model, finish)
+    MW at its ``online`` time (:func:`site_online`), in time order (NaN, not online, last), and
+    the running sums."""
     mw = np.array([i.spec.mw for i in model.sites if i.active])
-    order = np.argsort(np.nan_to_num(online, nan=np.inf), axis=1, kind="stable")
+    order = np.argsort(online, axis=1, kind="stable")  # NaN sorts last
     times = np.take_along_axis(online, order, axis=1)
     levels = np.zeros((*times.shape, 3))
     levels[:, :, 0] = np.cumsum(np.where(np.isnan(times), 0.0, mw[order]), axis=1)
     return times, levels
 
 
-def _site_online(model: Model, finish: np.ndarray) -> np.ndarray:
+def site_online(model: Model, finish: np.ndarray) -> np.ndarray:
     """When each active site came online (its last stage's finish; NaN if any did not finish),
     by replication (rows) and active site (columns)."""
     tasks = model.active_site_tasks  # padded with len(model.tasks); a site has a stage or more
@@ -143,14 +144,15 @@ def _site_online(model: Model, finish: np.ndarray) -> np.ndarray:
 
 
 def chunk_rows(
-    model: Model, reps: np.ndarray, finish: np.ndarray, times: np.ndarray, levels: np.ndarray
-) -> pd.DataFrame:
+    model: Model, reps: np.ndarray, finish: np.ndarray, online: np.ndarray, times: np.ndarray,
+    levels: np.ndarray,
+) -> pd.DataFrame:  # fmt: skip
     """Rows (the columns of :func:`capsim.replications.replication_row`) of replications that
     have no costs (no perspective org) and no notable events, from arrays: ``finish``
-    (replications x tasks) and the perspective's capacity after each change, in log order:
-    ``times`` (replications x changes; NaN pads) and ``levels`` (replications x changes x
-    MW, GPUs, PFLOPS), the running sums :func:`capsim.capacity.perspective_levels` gives."""
-    online = _site_online(model, finish)
+    (replications x tasks), each site's ``online`` time (:func:`site_online`) and the
+    perspective's capacity after each change, in log order: ``times`` (replications x changes;
+    NaN pads) and ``levels`` (replications x changes x MW, GPUs, PFLOPS), the running sums
+    :func:`capsim.capacity.perspective_levels` gives."""
     finished = ~np.isnan(finish[:, model.active_tasks]).any(axis=1)
     head = pd.DataFrame({"replication": reps, "failed": False, "error": "", "finished": finished})
     times_of: dict[str, np.ndarray] = {}  # the float columns, as one block (thousands of sites)

@@ -44,7 +44,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from capsim.fastpath import chunk_rows
+from capsim.fastpath import chunk_rows, site_online
 from capsim.kinds import StageKinds
 from capsim.model import Model, replication_uniforms
 from capsim.profiles import Profiles
@@ -270,7 +270,7 @@ def simulate_chunk(
         ],
         axis=2,
     )
-    rows = chunk_rows(model, reps, finish, times, levels)
+    rows = chunk_rows(model, reps, finish, site_online(model, finish), times, levels)
     tasks = p.layout.tasks
     ready, begun, finish = ready[:, tasks], begun[:, tasks], finish[:, tasks]
     if profiles is not None:

@@ -243,14 +243,13 @@ class Sample:
         reps = batch.replications if whole else batch.replications[keep]
         times, capacity = (batch.times, batch.capacity) if whole else (
             batch.times[keep], batch.capacity[keep])  # fmt: skip
-        size = len(self.kept)
-        if self.times is None and len(reps) == size and np.array_equal(reps, np.arange(size)):
+        consecutive = np.array_equal(reps, np.arange(reps[0], reps[0] + len(reps)))  # a chunk's
+        if self.times is None and consecutive and reps[0] == 0 and len(reps) == len(self.kept):
             self.times, self.capacity = times, capacity  # all of them: as they are
         else:
             if self.times is None:
                 self.times, self.capacity = np.empty(self._shapes[0]), np.empty(self._shapes[1])
-            consecutive = np.array_equal(reps, np.arange(reps[0], reps[0] + len(reps)))
-            where = slice(reps[0], reps[0] + len(reps)) if consecutive else reps  # a chunk's
+            where = slice(reps[0], reps[0] + len(reps)) if consecutive else reps
             self.times[where], self.capacity[where] = times, capacity
         self.kept[reps] = True
         recode = _encode(self._codes, batch.strings)
