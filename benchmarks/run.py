@@ -330,7 +330,7 @@ def large(cfg: argparse.Namespace, small: dict | None) -> dict:
         t_chunk = cpu_timed(
             lambda r=r, chunks=chunks: chunks.append(run_chunk(scenario, None, SEED, r, r + 1))
         )
-        finished &= bool(chunks[0].rows["finished"].all())
+        finished &= bool(chunks[0].rows.frame()["finished"].all())
         t_eng = cpu_timed(lambda r=r: capsim_loop(model, 1, first=r))
         rounds.append(
             {"reference_s": t_ref, "capsim_s": t_cap, "run_chunk_s": t_chunk, "engine_s": t_eng,

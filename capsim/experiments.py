@@ -15,7 +15,6 @@ folder skips the chunks already there.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import math
 import os
@@ -28,12 +27,14 @@ import numpy as np
 import pandas as pd
 
 from capsim import __version__, fastpath, profiles
+from capsim.blocks import Blocks
 from capsim.errors import CapsimError
 from capsim.executors import Executor, LocalExecutor
 from capsim.model import Model, replication_uniforms
 from capsim.replications import HEADLINE_COSTS, code_fingerprint, compiled, fingerprint
 from capsim.results import to_dates
 from capsim.schema import Scenario
+from capsim.tally import FIELDS
 
 CHUNK_SIZE = 100
 FAST_CHUNKS = 10  # the vectorised fast path takes chunks this many times larger
@@ -50,8 +51,16 @@ class MonteCarloResult:
     replications: pd.DataFrame
     stage_sums: pd.DataFrame  # StageTally sums by task
     by: list[pd.Timestamp] = field(default_factory=list)
-    #: profiles of the first PROFILE_REPS replications (capsim.profiles): stage_times, ...
-    profiles: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: what gives the profiles of the first PROFILE_REPS replications (see :attr:`profiles`)
+    profile_batch: Callable[[], profiles.ProfileBatch] | None = field(default=None, repr=False)
+
+    @functools.cached_property
+    def profiles(self) -> dict[str, pd.DataFrame]:
+        """The profiles of the first PROFILE_REPS replications (:mod:`capsim.profiles`) as
+        tables: ``stage_times``, ``capacity`` and ``world``; none if no replication kept one.
+        Made on first use: a run that only needs its summaries does not make them."""
+        batch = self.profile_batch() if self.profile_batch is not None else None
+        return batch.frames() if batch is not None and batch.size else {}
 
     @functools.cached_property
     def model(self) -> Model:
@@ -245,7 +254,8 @@ def monte_carlo(
     """
     if reps < 1:
         raise CapsimError(f"--reps must be at least 1, got {reps}")
-    model = compiled(scenario, strategy)  # an unknown strategy fails here, before any work
+    scenario_hash = fingerprint(scenario)  # once: the chunks are told it
+    model = compiled(scenario, strategy, scenario_hash)  # an unknown strategy fails here
     size = CHUNK_SIZE * (FAST_CHUNKS if fastpath.eligible(model) and not save_events else 1)
     owned = executor is None  # an executor passed in is the caller's to close
     executor = executor or LocalExecutor(workers)
@@ -261,11 +271,12 @@ def monte_carlo(
             start = int(path.name.split(".")[0])
             if start not in planned:
                 continue
-            chunk_rows = pd.read_parquet(path)
+            chunk_rows = Blocks.from_frame(pd.read_parquet(path))
             found[start] = len(chunk_rows)
             if found[start] == planned[start] - start:  # else it is simulated again
                 rows.add(start, chunk_rows)
-                sums.add(start, pd.read_parquet(chunks / f"{start:09d}.stages.parquet"))
+                tally = pd.read_parquet(chunks / f"{start:09d}.stages.parquet")
+                sums.add(start, Blocks.from_frame(tally))
                 frames = {
                     p.name.split(".")[1].removeprefix("profile-"): pd.read_parquet(p)
                     for p in chunks.glob(f"{start:09d}.profile-*.parquet")
@@ -278,7 +289,8 @@ def monte_carlo(
     try:
         if progress:
             progress(rows.count, reps)
-        job = {"scenario": scenario, "strategy": strategy, "seed": seed, "save_events": save_events}
+        job = {"scenario": scenario, "strategy": strategy, "seed": seed,
+               "save_events": save_events, "scenario_hash": scenario_hash}  # fmt: skip
         large = {s for s, _ in todo if s < profiles.PROFILE_REPS or save_events}  # profiles, logs
         for start, chunk in executor.map_chunks(todo, job, large):
             rows.add(start, chunk.rows)
@@ -290,10 +302,10 @@ def monte_carlo(
                     events.mkdir(exist_ok=True)
                     _write_atomically(chunk.stage_log, events / f"{start:09d}.stages.parquet")
                     _write_atomically(chunk.world_log, events / f"{start:09d}.world.parquet")
-                _write_atomically(chunk.stages, chunks / f"{start:09d}.stages.parquet")
+                _write_atomically(chunk.stages.frame(), chunks / f"{start:09d}.stages.parquet")
                 for name, frame in (chunk.profiles.frames() if chunk.profiles.size else {}).items():
                     _write_atomically(frame, chunks / f"{start:09d}.profile-{name}.parquet")
-                _write_atomically(chunk.rows, chunks / f"{start:09d}.rows.parquet")
+                _write_atomically(chunk.rows.frame(), chunks / f"{start:09d}.rows.parquet")
             if progress:
                 progress(rows.count, reps)
             if until_stable is not None and _stop_at(rows, plan, checkpoint, until_stable, seen):
@@ -306,92 +318,56 @@ def monte_carlo(
     if until_stable is not None and (stop := _stop_at(rows, plan, checkpoint, until_stable, seen)):
         plan = [(s, e) for s, e in plan if e <= stop]  # also when resumed with every chunk done
     n = plan[-1][1]
-    sampled = sample.batch(n)
     return MonteCarloResult(
         scenario, strategy, seed, rows.frame(n), sums.total(n), by or [],
-        sampled.frames() if sampled.size else {},
+        functools.partial(sample.batch, n),
     )  # fmt: skip
 
 
 class _Rows:
-    """The rows of a run's replications, stored as their chunks arrive: an array per run of
-    adjacent columns of one dtype (a row per replication), allocated for every replication at
-    once and filled a batch of chunks at a time, a slice per run. It holds the values alone
-    (a DataFrame per chunk costs about as much again), only the replications done so far occupy
-    memory (they are the first rows), and the table is built on these arrays without a copy
-    (concatenating the chunks made a second one).
+    """The rows of a run's replications, stored as their chunks arrive: an array per block of
+    the first chunk's :class:`~capsim.blocks.Blocks` (a row per replication), allocated for
+    every replication at once, a chunk copied in block by block. Only the replications done so
+    far occupy memory (they are the first rows), and the table is built on these arrays without
+    a copy (concatenating the chunks made a second one).
 
-    The columns and dtypes are those of the first chunk added. A chunk with other ones (one in
-    which replications failed, whose missing values turn integer columns into floats) is kept as
-    it is, and the table is then concatenated in replication order as ``pd.concat`` makes it.
+    A chunk of another layout (one in which replications failed, whose missing values turn
+    integer columns into floats) is kept as it is, and the table is then concatenated in
+    replication order as ``pd.concat`` makes it.
     """
-
-    #: Chunks wait until they hold this many rows together, then are stored in one go (a chunk
-    #: at a time, the slicing would cost ~0.5 ms a chunk of 100 rows: ~1% of simulating them).
-    BATCH = 1000
 
     def __init__(self, reps: int) -> None:
         self.reps = reps
         self.chunks: dict[int, int] = {}  # stop by start of every chunk added
         self.count = 0  # rows added
-        self._dtypes: pd.Series | None = None
-        self._runs: list[tuple[int, int, np.ndarray]] = []  # first, last column + 1, values
-        self._waiting: list[tuple[int, pd.DataFrame]] = []  # chunks not stored yet
-        self._others: dict[int, pd.DataFrame] = {}  # chunks of other columns or dtypes
+        self._first: Blocks | None = None  # its names and layout
+        self._values: list[np.ndarray] = []  # its blocks', for every replication
+        self._others: dict[int, Blocks] = {}  # chunks of another layout
 
-    def add(self, start: int, rows: pd.DataFrame) -> None:
+    def add(self, start: int, rows: Blocks) -> None:
         """Take the rows of the chunk of replications ``start`` to ``start + len(rows) - 1``
         (each chunk once)."""
-        if self._dtypes is None:
-            self._dtypes, first = rows.dtypes, 0
-            for dtype, run in itertools.groupby(rows.dtypes):
-                last = first + len(list(run))
-                # numpy's own dtypes as they are, others (pandas' str) as Python objects
-                stored = dtype if isinstance(dtype, np.dtype) else np.dtype(object)
-                self._runs.append((first, last, np.empty((self.reps, last - first), stored)))
-                first = last
-        if rows.dtypes.equals(self._dtypes):  # the same columns, in order, of the same dtypes
-            self._waiting.append((start, rows))
-            if sum(len(waiting) for _, waiting in self._waiting) >= self.BATCH:
-                self._store()
+        if self._first is None:
+            self._first = rows
+            self._values = [np.empty((self.reps, b.shape[1]), b.dtype) for b in rows.blocks]
+        if rows.layout == self._first.layout:
+            for values, block in zip(self._values, rows.blocks, strict=True):
+                values[start : start + len(rows)] = block
         else:
             self._others[start] = rows
         self.chunks[start] = start + len(rows)
         self.count += len(rows)
 
-    def _store(self) -> None:
-        """Copy the waiting chunks into the arrays."""
-        if not self._waiting:
-            return
-        rows = pd.concat([waiting for _, waiting in self._waiting])  # block by block
-        at: slice | np.ndarray = np.concatenate(
-            [np.arange(s, s + len(waiting)) for s, waiting in self._waiting]
-        )
-        if (np.diff(at) == 1).all():  # consecutive chunks (as usual): a block copy
-            at = slice(at[0], at[-1] + 1)
-        for first, last, values in self._runs:
-            values[at] = rows.iloc[:, first:last].to_numpy(values.dtype)
-        self._waiting.clear()
-
     def frame(self, stop: int) -> pd.DataFrame:
         """The rows of replications 0 to ``stop - 1`` (every chunk before ``stop`` added), in
         order, with a RangeIndex; without a copy of the stored columns unless a chunk differed."""
-        self._store()
-        parts = []
-        for first, last, values in self._runs:
-            names, dtype = self._dtypes.index[first:last], self._dtypes.iloc[first]
-            if isinstance(dtype, np.dtype):
-                parts.append(pd.DataFrame(values[:stop], columns=names, copy=False))
-            else:
-                columns = {
-                    name: pd.array(values[:stop, k], dtype=dtype) for k, name in enumerate(names)
-                }
-                parts.append(pd.DataFrame(columns))
-        table = pd.concat(parts, axis=1)  # the runs are in column order; no copy of their blocks
+        if self._first is None:
+            return pd.DataFrame()
+        table = Blocks(self._first.names, tuple(values[:stop] for values in self._values)).frame()
         if not self._others:
             return table
         pieces = [
-            self._others[start] if start in self._others else table.iloc[start:end]
+            self._others[start].frame() if start in self._others else table.iloc[start:end]
             for start, end in sorted(self.chunks.items())
             if start < stop
         ]
@@ -399,43 +375,44 @@ class _Rows:
 
 
 class _StageSums:
-    """The stage tallies of a run's chunks, added up in the order of the plan as they arrive:
-    the floating-point sums are those of the plan's order whatever chunk finished first, and only
-    chunks waiting for an earlier one are held."""
+    """The stage tallies of a run's chunks (:meth:`capsim.tally.StageTally.table`), added up in
+    the order of the plan as they arrive: the floating-point sums are those of the plan's order
+    whatever chunk finished first, and only chunks waiting for an earlier one are held."""
 
     def __init__(self, plan: list[tuple[int, int]]) -> None:
         self.plan = plan
-        self._first: pd.DataFrame | None = None  # the first tally: columns, dtypes, tasks
-        self._sum: np.ndarray | None = None  # the sums but the task column, as floats
+        self._tasks: np.ndarray | None = None  # of the first tally (every tally's)
+        self._counted: np.ndarray | None = None  # replications counted, by task
+        self._sum: np.ndarray | None = None  # the FIELDS' sums (tasks x fields)
         self._next = 0  # the plan's first chunk not added up
-        self._waiting: dict[int, pd.DataFrame] = {}
+        self._waiting: dict[int, Blocks] = {}
 
-    def add(self, start: int, tally: pd.DataFrame) -> None:
+    def add(self, start: int, tally: Blocks) -> None:
         """Hold the tally of the chunk starting at replication ``start`` until it is its turn."""
         self._waiting[start] = tally
 
     def advance(self, stop: int) -> None:
-        """Add up the waiting tallies that are next in the plan, of chunks ending by ``stop``
-        (as numpy arrays: a DataFrame sum costs ~10x more, a few % of a lean chunk)."""
+        """Add up the waiting tallies that are next in the plan, of chunks ending by ``stop``."""
         while self._next < len(self.plan):
             start, end = self.plan[self._next]
             if start not in self._waiting or end > stop:
                 return
-            tally = self._waiting.pop(start)
-            values = tally.iloc[:, 1:].to_numpy(float)  # counts are integers: exact as floats
-            self._first = tally if self._first is None else self._first
-            self._sum = values if self._sum is None else self._sum + values
+            ids, sums = self._waiting.pop(start).blocks  # (task, replications), the fields
+            if self._tasks is None:
+                self._tasks, self._counted, self._sum = ids[:, 0], ids[:, 1].copy(), sums.copy()
+            else:
+                self._counted, self._sum = self._counted + ids[:, 1], self._sum + sums
             self._next += 1
 
     def total(self, stop: int) -> pd.DataFrame:
         """The sums by task over the plan's chunks up to replication ``stop``."""
         self.advance(stop)
-        first = self._first
-        if first is None:
+        if self._tasks is None:
             return pd.DataFrame()
-        index = pd.Index(first["task"], name="task")
-        table = pd.DataFrame(self._sum, index=index, columns=first.columns[1:])
-        return table.astype(first.dtypes.iloc[1:].to_dict())
+        index = pd.Index(self._tasks, name="task")
+        table = pd.DataFrame(self._sum, index=index, columns=list(FIELDS))
+        table.insert(0, "replications", self._counted)
+        return table
 
 
 def _stop_at(

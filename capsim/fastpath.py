@@ -22,8 +22,8 @@ import weakref
 from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
 
+from capsim.blocks import Blocks
 from capsim.model import Model, replication_uniforms
 from capsim.profiles import Profiles
 from capsim.tally import TallyLayout, stage_sums
@@ -48,7 +48,7 @@ def eligible(model: Model) -> bool:
 
 def simulate_chunk(
     model: Model, seed: int, start: int, stop: int, profiles: Profiles | None = None
-) -> tuple[pd.DataFrame, np.ndarray]:
+) -> tuple[Blocks, np.ndarray]:
     """Replications ``start`` to ``stop - 1`` as rows (the columns of
     :func:`capsim.replications.replication_row`) and the per-stage sums of
     :class:`capsim.replications.StageTally` (fields by active task); their profiles are added
@@ -146,32 +146,34 @@ def site_online(model: Model, finish: np.ndarray) -> np.ndarray:
 def chunk_rows(
     model: Model, reps: np.ndarray, finish: np.ndarray, online: np.ndarray, times: np.ndarray,
     levels: np.ndarray,
-) -> pd.DataFrame:  # fmt: skip
+) -> Blocks:  # fmt: skip
     """Rows (the columns of :func:`capsim.replications.replication_row`) of replications that
     have no costs (no perspective org) and no notable events, from arrays: ``finish``
     (replications x tasks), each site's ``online`` time (:func:`site_online`) and the
     perspective's capacity after each change, in log order: ``times`` (replications x changes;
     NaN pads) and ``levels`` (replications x changes x MW, GPUs, PFLOPS), the running sums
     :func:`capsim.capacity.perspective_levels` gives."""
-    finished = ~np.isnan(finish[:, model.active_tasks]).any(axis=1)
-    head = pd.DataFrame({"replication": reps, "failed": False, "error": "", "finished": finished})
-    times_of: dict[str, np.ndarray] = {}  # the float columns, as one block (thousands of sites)
+    n, milestones = len(reps), model.scenario.milestones
+    sites = [info.spec.name for info in model.sites if info.active]
+    names = [m.column for m in milestones] + [f"online:{s}" for s in sites] + ["t_all_online"]
+    floats = np.empty((n, len(names)))
     measures = {"mw": 0, "gpus": 1, "pflops": 2}
-    for milestone in model.scenario.milestones:
+    for j, milestone in enumerate(milestones):
         measure, target = milestone.measure
         if not times.shape[1]:  # no capacity ever came online
-            times_of[milestone.column] = np.full(len(reps), np.nan)
+            floats[:, j] = np.nan
             continue
         hit = (levels[:, :, measures[measure]] >= target - 1e-9) & ~np.isnan(times)
         first = np.argmax(hit, axis=1)
-        times_of[milestone.column] = np.where(
-            hit.any(axis=1), times[np.arange(len(reps)), first], np.nan
-        )
-    for k, info in enumerate(i for i in model.sites if i.active):
-        times_of[f"online:{info.spec.name}"] = online[:, k]
-    times_of["t_all_online"] = np.where(np.isnan(online).any(axis=1), np.nan, online.max(axis=1))
-    block = pd.DataFrame(np.column_stack(list(times_of.values())), columns=list(times_of))
-    counts = pd.DataFrame(
-        {f"n_{kind}": np.zeros(len(reps), dtype=np.int64) for kind in _KIND_COUNTS}
-    )
-    return pd.concat([head, block, counts], axis=1)
+        floats[:, j] = np.where(hit.any(axis=1), times[np.arange(n), first], np.nan)
+    floats[:, len(milestones) : -1] = online
+    floats[:, -1] = np.where(np.isnan(online).any(axis=1), np.nan, online.max(axis=1, initial=0))
+    finished = ~np.isnan(finish[:, model.active_tasks]).any(axis=1)
+    return Blocks.stack([
+        (("replication",), reps.astype(np.int64)[:, None]),
+        (("failed",), np.zeros((n, 1), dtype=bool)),
+        (("error",), np.full((n, 1), "", dtype=object)),
+        (("finished",), finished[:, None]),
+        (names, floats),
+        ([f"n_{kind}" for kind in _KIND_COUNTS], np.zeros((n, len(_KIND_COUNTS)), np.int64)),
+    ])  # fmt: skip

@@ -31,7 +31,7 @@ agreements, permit, grid and power stages, reserved HBM shares, a perspective or
 >>> eligible(model)
 True
 >>> rows, _ = simulate_chunk(model, seed=1, start=0, stop=2)
->>> rows[["online:s0", "online:s1", "online:s2"]].to_numpy().tolist()
+>>> rows.frame()[["online:s0", "online:s1", "online:s2"]].to_numpy().tolist()
 [[10.0, 20.0, 30.0], [10.0, 20.0, 30.0]]
 """
 
@@ -42,8 +42,8 @@ from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
 
+from capsim.blocks import Blocks
 from capsim.fastpath import chunk_rows, site_online
 from capsim.kinds import StageKinds
 from capsim.model import Model, replication_uniforms
@@ -244,7 +244,7 @@ def _delays(values: np.ndarray) -> np.ndarray:
 
 def simulate_chunk(
     model: Model, seed: int, start: int, stop: int, profiles: Profiles | None = None
-) -> tuple[pd.DataFrame, np.ndarray]:
+) -> tuple[Blocks, np.ndarray]:
     """Replications ``start`` to ``stop - 1`` as rows (the columns of
     :func:`capsim.replications.replication_row`) and the per-stage sums of
     :class:`capsim.replications.StageTally`; their profiles are added to ``profiles``

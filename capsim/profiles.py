@@ -209,71 +209,65 @@ class Profiles:
 
 
 class Sample:
-    """The profiles of a Monte Carlo run: its first ``size`` replications', gathered as chunks
-    bring them (in any order) into arrays allocated once, so that little is left to do once
-    the last chunk is in (:meth:`batch`).
+    """The profiles of a Monte Carlo run: its first ``size`` replications', kept as chunks bring
+    them (in any order) and put together when asked (:meth:`batch`): a run whose profiles are
+    not looked at does not copy them.
 
     >>> from capsim.loader import load_scenario, shipped_scenario
     >>> from capsim.model import Model, replication_rng
     >>> model = Model(load_scenario(shipped_scenario("greenfield-campus")))
-    >>> sample, chunk = Sample(model, 4), Profiles(model)
-    >>> for i in (2, 3, 0, 1):
-    ...     chunk.add(i, model.run(model.draw(replication_rng(1, i))))
-    >>> sample.add(chunk.batch())
+    >>> sample, first, second = Sample(model, 3), Profiles(model), Profiles(model)
+    >>> for i in (2, 3):
+    ...     second.add(i, model.run(model.draw(replication_rng(1, i))))
+    >>> for i in (0, 1):
+    ...     first.add(i, model.run(model.draw(replication_rng(1, i))))
+    >>> sample.add(second.batch()); sample.add(first.batch())
     >>> sample.batch(4).replications.tolist()
-    [0, 1, 2, 3]
+    [0, 1, 2]
     """
 
     def __init__(self, model: Model, size: int) -> None:
+        self.size = size
         self.tasks = np.array(model.active_tasks, dtype=int)
-        self._shapes = (size, len(self.tasks), 3), (size, len(grid(model)), 3)
-        self.times: np.ndarray | None = None  # allocated unless one batch brings them all
-        self.capacity: np.ndarray | None = None
-        self.kept = np.zeros(size, dtype=bool)  # replications added (a failed one has none)
-        self._world: dict[int, tuple[np.ndarray, ...]] = {}  # by the batch's first replication
-        self._codes: dict[str, int] = {}
+        self.points = len(grid(model))
+        self._batches: dict[int, ProfileBatch] = {}  # by first replication, those below size
 
     def add(self, batch: ProfileBatch) -> None:
         """Take the profiles of ``batch`` (those of replications below ``size``; a batch holds
         replications that no other batch added holds, as a chunk's do)."""
-        keep = batch.replications < len(self.kept)
-        if not keep.any():
-            return
-        whole = keep.all()
-        reps = batch.replications if whole else batch.replications[keep]
-        times, capacity = (batch.times, batch.capacity) if whole else (
-            batch.times[keep], batch.capacity[keep])  # fmt: skip
-        consecutive = np.array_equal(reps, np.arange(reps[0], reps[0] + len(reps)))  # a chunk's
-        if self.times is None and consecutive and reps[0] == 0 and len(reps) == len(self.kept):
-            self.times, self.capacity = times, capacity  # all of them: as they are
-        else:
-            if self.times is None:
-                self.times, self.capacity = np.empty(self._shapes[0]), np.empty(self._shapes[1])
-            where = slice(reps[0], reps[0] + len(reps)) if consecutive else reps
-            self.times[where], self.capacity[where] = times, capacity
-        self.kept[reps] = True
-        recode = _encode(self._codes, batch.strings)
-        inside = batch.world[0] < len(self.kept)
-        self._world[int(reps.min())] = tuple(
-            (recode[column] if name in STRING_COLUMNS else column)[inside]
-            for name, column in zip(WORLD_COLUMNS, batch.world, strict=True)
-        )
+        batch = _below(batch, self.size)
+        if batch.size:
+            self._batches[int(batch.replications.min())] = batch
 
     def batch(self, stop: int) -> ProfileBatch:
         """The profiles kept of replications 0 to ``stop - 1``, in replication order (the world
-        events of each in log order)."""
-        k = min(stop, len(self.kept))
-        reps = np.flatnonzero(self.kept[:k])
-        pick = slice(0, k) if len(reps) == k else reps  # all of them: the first rows as they are
-        parts = [world for start, world in sorted(self._world.items()) if start < k]
-        world = tuple(map(np.concatenate, zip(*parts, strict=True))) if parts else _world(())
-        if parts and (world[0] >= k).any():  # a batch that straddles the stop
-            world = tuple(column[world[0] < k] for column in world)
-        if self.times is None:  # nothing kept
-            self.times, self.capacity = np.empty(self._shapes[0]), np.empty(self._shapes[1])
-        return ProfileBatch(
-            reps, self.tasks, self.times[pick], self.capacity[pick], world, tuple(self._codes)
-        )
+        events of each in log order), as one batch."""
+        parts = [_below(b, stop) for first, b in sorted(self._batches.items()) if first < stop]
+        if not parts:
+            empty = (np.empty(0, np.int64), self.tasks, np.empty((0, len(self.tasks), 3)),
+                     np.empty((0, self.points, 3)), _world(()), ())  # fmt: skip
+            return ProfileBatch(*empty)
+        codes: dict[str, int] = {}  # one table of the world's strings for all of them
+        for k, part in enumerate(parts):
+            recode = _encode(codes, part.strings)
+            world = tuple(
+                recode[column] if name in STRING_COLUMNS else column
+                for name, column in zip(WORLD_COLUMNS, part.world, strict=True)
+            )
+            parts[k] = replace(part, world=world)
+        return replace(ProfileBatch.concat(parts), strings=tuple(codes))
+
+
+def _below(batch: ProfileBatch, stop: int) -> ProfileBatch:
+    """The profiles in ``batch`` of replications below ``stop`` (``batch`` itself if all are)."""
+    keep = batch.replications < stop
+    if keep.all():
+        return batch
+    events = batch.world[0] < stop
+    return replace(
+        batch, replications=batch.replications[keep], times=batch.times[keep],
+        capacity=batch.capacity[keep], world=tuple(column[events] for column in batch.world),
+    )  # fmt: skip
 
 
 def _encode(codes: dict[str, int], strings: Iterable[str]) -> np.ndarray:

@@ -14,7 +14,8 @@ import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+from capsim.blocks import Blocks
 
 try:
     from capsim._arrays import add_rows as _add_rows
@@ -221,12 +222,12 @@ class StageTally:
         self._pending.clear()
         self._sums = stage_sums(self._layout, ready, start, finish, self._sums)
 
-    def frame(self) -> pd.DataFrame:
-        """The sums as a table, one row per active site x stage."""
-        table = pd.DataFrame(self.sums.T, columns=list(FIELDS))
-        table.insert(0, "task", self.tasks)
-        table.insert(1, "replications", self.replications)
-        return table
+    def table(self) -> Blocks:
+        """The sums as a table, one row per active site x stage: its ``task``, the
+        ``replications`` counted and the :data:`FIELDS`."""
+        counted = np.full(len(self.tasks), self.replications)
+        ids = np.column_stack([self.tasks, counted]).astype(np.int64)
+        return Blocks.stack([(("task", "replications"), ids), (FIELDS, self.sums.T)])
 
 
 def critical_chains(run: Run) -> tuple[set[int], set[int]]:

@@ -197,7 +197,7 @@ def test_fast_path_rows_are_the_engines(precedence_only, monkeypatch) -> None:
     tally = StageTally(model)
     direct = pd.DataFrame([replication_row(model, 5, i, tally) for i in range(150)])
     pd.testing.assert_frame_equal(result.replications, direct, check_exact=True)
-    engine = tally.frame().set_index("task")
+    engine = tally.table().frame().set_index("task")
     pd.testing.assert_frame_equal(
         result.stage_sums.astype(float), engine.astype(float), check_exact=False, rtol=1e-9
     )
@@ -549,8 +549,8 @@ def test_a_chunk_with_a_failure_is_concatenated_as_pandas_does(
 ) -> None:
     fail_replication(monkeypatch, bad)
     result = monte_carlo(greenfield, reps=250, seed=5)
-    chunks = [run_chunk(greenfield, None, 5, s, min(s + 100, 250)).rows for s in (0, 100, 200)]
-    expected = pd.concat(chunks, ignore_index=True)
+    chunks = [run_chunk(greenfield, None, 5, s, min(s + 100, 250)) for s in (0, 100, 200)]
+    expected = pd.concat([chunk.rows.frame() for chunk in chunks], ignore_index=True)
     pd.testing.assert_frame_equal(result.replications, expected, check_exact=True)
     # the failed row has no counts: that chunk's, and so the table's, are floats
     assert result.replications["n_paused"].dtype == float

@@ -29,7 +29,8 @@ def _assert_same(model: Model, seed: int, start: int, stop: int) -> pd.DataFrame
     """The lean path's rows, tallies and profiles equal the engine's, exactly."""
     assert leanpath.eligible(model)
     profiles = Profiles(model)
-    rows, sums = leanpath.simulate_chunk(model, seed, start, stop, profiles)
+    blocks, sums = leanpath.simulate_chunk(model, seed, start, stop, profiles)
+    rows = blocks.frame()
     tally, engine_profiles = StageTally(model), Profiles(model)
     engine = pd.DataFrame(
         [replication_row(model, seed, i, tally, None, engine_profiles) for i in range(start, stop)]
@@ -104,7 +105,7 @@ def test_a_failure_falls_back_to_the_engine(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(leanpath, "simulate_chunk", broken)
     model = Model(scenario)
-    rows = run_chunk(scenario, None, 1, 0, 20).rows
+    rows = run_chunk(scenario, None, 1, 0, 20).rows.frame()
     pd.testing.assert_frame_equal(
         rows, pd.DataFrame([replication_row(model, 1, i) for i in range(20)])
     )

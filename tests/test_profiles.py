@@ -411,6 +411,8 @@ def test_a_sample_puts_chunks_that_came_in_any_order_in_replication_order() -> N
     assert_same_frames(sample.batch(9).frames(), profiles_of(model, range(9)).frames())
     # a run stopped early (--until-stable) keeps the replications before its stop
     assert_same_frames(sample.batch(6).frames(), profiles_of(model, range(6)).frames())
+    # ... also inside a chunk
+    assert_same_frames(sample.batch(7).frames(), profiles_of(model, range(7)).frames())
 
 
 def test_a_sample_leaves_out_the_replications_it_was_not_given() -> None:
