@@ -7,8 +7,8 @@ DataFrame once (:meth:`Blocks.frame`) where one is wanted (a Parquet file, the f
 >>> import numpy as np
 >>> table = Blocks.of({"replication": np.arange(3), "failed": np.zeros(3, bool),
 ...                    "t_1GW": np.array([1.5, 2.0, np.nan]), "t_all": np.ones(3)})
->>> table.layout
-(('replication', 'failed', 't_1GW', 't_all'), ('int64', 'bool', 'float64'))
+>>> table.layout == (("replication", "failed", "t_1GW", "t_all"), ("int64", "bool", "float64"))
+True
 >>> table.frame()["t_all"].tolist()
 [1.0, 1.0, 1.0]
 >>> Blocks.from_frame(table.frame()).layout == table.layout
@@ -60,9 +60,9 @@ class Blocks(NamedTuple):
         return cls.of(columns)
 
     @property
-    def layout(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def layout(self) -> tuple[tuple[str, ...], tuple[np.dtype, ...]]:
         """The column names and each block's dtype: two tables with one layout store alike."""
-        return self.names, tuple(b.dtype.name for b in self.blocks)
+        return self.names, tuple(b.dtype for b in self.blocks)
 
     def __len__(self) -> int:  # type: ignore[override]  # rows, not the tuple's two fields
         return len(self.blocks[0]) if self.blocks else 0
