@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 
-class Blocks(NamedTuple):
+@dataclass(frozen=True)
+class Blocks:
     """Named columns as 2-D ``blocks`` (rows x columns), each a run of adjacent columns of one
     numpy dtype, in column order; strings are object arrays (pandas' ``str`` in :meth:`frame`)."""
 
@@ -64,7 +65,8 @@ class Blocks(NamedTuple):
         """The column names and each block's dtype: two tables with one layout store alike."""
         return self.names, tuple(b.dtype for b in self.blocks)
 
-    def __len__(self) -> int:  # type: ignore[override]  # rows, not the tuple's two fields
+    def __len__(self) -> int:
+        """The number of rows."""
         return len(self.blocks[0]) if self.blocks else 0
 
     def frame(self, index: pd.Index | None = None) -> pd.DataFrame:

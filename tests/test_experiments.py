@@ -337,12 +337,19 @@ def alive_in_session(session: int, within: float = 10.0) -> list[int]:
     return found
 
 
+def interruptible() -> None:
+    """Ctrl-C as a terminal delivers it: a test run in the background (``&``, ``nohup``) ignores
+    SIGINT, and a process started from it would too."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_every_process_says_how_to_resume_and_resume_completes(tmp_path: Path):
     out = tmp_path / "mc"
     args = ["mc", STARGATE, "--strategy", "hybrid", "--reps", "400", "--seed", "3", "--out"]
     process = subprocess.Popen(
         [CAPSIM, *args, str(out), "--workers", "2"], cwd=ROOT, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True, start_new_session=True,  # its group, as a terminal's
+        preexec_fn=interruptible,
     )  # fmt: skip
     try:
         wait_for_a_chunk(process, out)
