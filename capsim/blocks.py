@@ -65,6 +65,21 @@ class Blocks:
         """The column names and each block's dtype: two tables with one layout store alike."""
         return self.names, tuple(b.dtype for b in self.blocks)
 
+    def select(self, names: Sequence[str]) -> Blocks:
+        """The columns ``names`` only, in this table's order.
+
+        >>> table = Blocks.of({"a": [1, 2], "b": [0.5, 1.5], "c": [2.5, 3.5]})
+        >>> table.select(["c", "a"]).names
+        ('a', 'c')
+        """
+        wanted, parts, first = set(names), [], 0
+        for values in self.blocks:
+            keep = [k for k in range(values.shape[1]) if self.names[first + k] in wanted]
+            if keep:
+                parts.append(([self.names[first + k] for k in keep], values[:, keep]))
+            first += values.shape[1]
+        return Blocks.stack(parts)
+
     def __len__(self) -> int:
         """The number of rows."""
         return len(self.blocks[0]) if self.blocks else 0

@@ -60,6 +60,7 @@ class MonteCarloResult:
         tables: ``stage_times``, ``capacity`` and ``world``; none if no replication kept one.
         Made on first use: a run that only needs its summaries does not make them."""
         batch = self.profile_batch() if self.profile_batch is not None else None
+        self.profile_batch = None  # the chunks' batches it held: the tables hold their copy
         return batch.frames() if batch is not None and batch.size else {}
 
     @functools.cached_property
@@ -358,20 +359,29 @@ class _Rows:
         self.chunks[start] = start + len(rows)
         self.count += len(rows)
 
-    def frame(self, stop: int) -> pd.DataFrame:
+    def frame(self, stop: int, names: list[str] | None = None) -> pd.DataFrame:
         """The rows of replications 0 to ``stop - 1`` (every chunk before ``stop`` added), in
-        order, with a RangeIndex; without a copy of the stored columns unless a chunk differed."""
+        order, with a RangeIndex; without a copy of the stored columns unless a chunk differed.
+        ``names``: those columns only (in the table's order)."""
         if self._first is None:
             return pd.DataFrame()
-        table = Blocks(self._first.names, tuple(values[:stop] for values in self._values)).frame()
+        table = Blocks(self._first.names, tuple(values[:stop] for values in self._values))
+        table = table if names is None else table.select(names)
         if not self._others:
-            return table
+            return table.frame()
         pieces = [
-            self._others[start].frame() if start in self._others else table.iloc[start:end]
+            (other if names is None else other.select(names)).frame()
+            if (other := self._others.get(start)) is not None
+            else table.frame().iloc[start:end]
             for start, end in sorted(self.chunks.items())
             if start < stop
         ]
         return pd.concat(pieces, ignore_index=True).iloc[:stop]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The columns (of the first chunk added)."""
+        return self._first.names if self._first is not None else ()
 
 
 class _StageSums:
@@ -430,9 +440,8 @@ def _stop_at(
     previous = None
     for point in range(every, complete + 1, every):
         if point not in seen:
-            table = rows.frame(point)
-            columns = [c for c in table.columns if c.startswith("t_")]
-            seen[point] = table[columns].quantile([0.5, 0.9]).to_numpy()
+            columns = [c for c in rows.names if c.startswith("t_")]
+            seen[point] = rows.frame(point, columns).quantile([0.5, 0.9]).to_numpy()
         current = seen[point]
         if previous is not None:
             scale = np.maximum(np.abs(previous), 1.0)

@@ -63,3 +63,10 @@ def test_a_different_dtype_is_a_different_layout() -> None:
 def test_no_columns() -> None:
     empty = Blocks((), ())
     assert len(empty) == 0 and empty.frame().empty
+
+
+def test_select_keeps_the_tables_order_across_blocks() -> None:
+    frame = mixed_frame()
+    picked = Blocks.from_frame(frame).select(["n_paused", "t_1GW", "error"])
+    assert picked.names == ("error", "t_1GW", "n_paused")
+    pd.testing.assert_frame_equal(picked.frame(), frame[["error", "t_1GW", "n_paused"]])
