@@ -167,7 +167,10 @@ def chunk_rows(
         first = np.argmax(hit, axis=1)
         floats[:, j] = np.where(hit.any(axis=1), times[np.arange(n), first], np.nan)
     floats[:, len(milestones) : -1] = online
-    floats[:, -1] = np.where(np.isnan(online).any(axis=1), np.nan, online.max(axis=1, initial=0))
+    if online.shape[1]:  # else NaN, as the engine's row has it
+        floats[:, -1] = np.where(np.isnan(online).any(axis=1), np.nan, online.max(axis=1))
+    else:
+        floats[:, -1] = np.nan
     finished = ~np.isnan(finish[:, model.active_tasks]).any(axis=1)
     return Blocks.stack([
         (("replication",), reps.astype(np.int64)[:, None]),

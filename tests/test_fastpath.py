@@ -107,3 +107,19 @@ def test_sensitivity_leaves_out_slots_the_engine_does_not_use() -> None:
     labels = set(result.sensitivity().index)
     assert "us-campus/construction: duration" in labels
     assert not any(label.endswith("/gpus: duration") for label in labels)
+
+
+def test_a_strategy_without_sites_gives_the_engines_rows() -> None:
+    """No active site: no capacity, and every site online (vacuously) is not a date: NaN."""
+    scenario = parse_scenario({
+        "name": "none", "start": "2026-01-01", "horizon": "10 years",
+        "pipelines": {"p": {"stages": {"a": {"duration": 10}}}},
+        "sites": [{"name": "s0", "org": "lab", "pipeline": "p", "mw": 10}],
+        "strategies": {"with": {"sites": ["s0"]}, "without": {"sites": []}},
+    })  # fmt: skip
+    model = Model(scenario, "without")
+    assert fastpath.eligible(model) and not any(info.active for info in model.sites)
+    rows = fastpath.simulate_chunk(model, 1, 0, 5)[0].frame()
+    engine = pd.DataFrame([replication_row(model, 1, i) for i in range(5)])
+    pd.testing.assert_frame_equal(rows, engine, check_exact=True)
+    assert rows["t_all_online"].isna().all()
