@@ -7,7 +7,7 @@ DataFrame once (:meth:`Blocks.frame`) where one is wanted (a Parquet file, the f
 >>> import numpy as np
 >>> table = Blocks.of({"replication": np.arange(3), "failed": np.zeros(3, bool),
 ...                    "t_1GW": np.array([1.5, 2.0, np.nan]), "t_all": np.ones(3)})
->>> table.layout == (("replication", "failed", "t_1GW", "t_all"), ("int64", "bool", "float64"))
+>>> table.layout[1] == (("int64", 1), ("bool", 1), ("float64", 2))
 True
 >>> table.frame()["t_all"].tolist()
 [1.0, 1.0, 1.0]
@@ -61,9 +61,14 @@ class Blocks:
         return cls.of(columns)
 
     @property
-    def layout(self) -> tuple[tuple[str, ...], tuple[np.dtype, ...]]:
-        """The column names and each block's dtype: two tables with one layout store alike."""
-        return self.names, tuple(b.dtype for b in self.blocks)
+    def layout(self) -> tuple[tuple[str, ...], tuple[tuple[np.dtype, int], ...]]:
+        """The column names and each block's dtype and width: two tables with one layout store
+        alike (the same names and dtypes in order can be blocked differently: int, float, int
+        columns against int, int, int)."""
+        return self.names, tuple((b.dtype, b.shape[1]) for b in self.blocks)
+
+    def __sizeof__(self) -> int:  # what Dask counts a result as
+        return object.__sizeof__(self) + sum(b.nbytes for b in self.blocks)
 
     def select(self, names: Sequence[str]) -> Blocks:
         """The columns ``names`` only, in this table's order.

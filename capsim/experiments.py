@@ -369,10 +369,11 @@ class _Rows:
         table = table if names is None else table.select(names)
         if not self._others:
             return table.frame()
+        stored = table.frame()  # once: the stored chunks are slices of it
         pieces = [
             (other if names is None else other.select(names)).frame()
             if (other := self._others.get(start)) is not None
-            else table.frame().iloc[start:end]
+            else stored.iloc[start:end]
             for start, end in sorted(self.chunks.items())
             if start < stop
         ]
@@ -380,8 +381,11 @@ class _Rows:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The columns (of the first chunk added)."""
-        return self._first.names if self._first is not None else ()
+        """The columns of every chunk added, in the first one's order, then the others' (a chunk
+        whose replications all failed has none of the milestones)."""
+        first = self._first.names if self._first is not None else ()
+        others = (name for other in self._others.values() for name in other.names)
+        return tuple(dict.fromkeys((*first, *others)))
 
 
 class _StageSums:

@@ -503,18 +503,19 @@ def test_an_empty_existing_folder_is_fine(tmp_path: Path, greenfield, greenfield
 # -- 4. failures are recorded ---------------------------------------------------------------------
 
 
-def fail_replication(monkeypatch, bad: int) -> None:
-    """Replication ``bad`` raises on the engine; a chunk holding it raises on the fast and lean
-    paths, so that the engine runs it again."""
+def fail_replication(monkeypatch, bad: int | range) -> None:
+    """Replication ``bad`` (or each of a range) raises on the engine; a chunk holding one raises
+    on the fast and lean paths, so that the engine runs it again."""
     real_rng, real_uniforms = replications.replication_rng, fastpath.replication_uniforms
+    bad = range(bad, bad + 1) if isinstance(bad, int) else bad
 
     def rng(seed: int, replication: int = 0):
-        if replication == bad:
+        if replication in bad:
             raise RuntimeError("injected failure")
         return real_rng(seed, replication)
 
     def uniforms(seed: int, reps, n: int):
-        if bad in reps:
+        if any(r in bad for r in reps):
             raise RuntimeError("injected failure")
         return real_uniforms(seed, reps, n)
 
@@ -1233,3 +1234,14 @@ def test_compare_checks_every_strategy_before_any_work(stargate, tmp_path: Path)
     with pytest.raises(CapsimError, match="did you mean 'lease'"):
         compare(stargate, strategies=["build", "leas"], reps=2, seed=1, out=out)
     assert not out.exists(), sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+
+
+def test_until_stable_is_not_fooled_by_a_first_chunk_that_failed_entirely(
+    greenfield, monkeypatch
+) -> None:
+    """A chunk whose replications all raised has no milestone columns; the checkpoints still
+    look at the others' (a tolerance nothing meets: the run goes to the end)."""
+    fail_replication(monkeypatch, range(0, 100))
+    result = monte_carlo(greenfield, reps=1500, seed=1, until_stable=1e-12)
+    assert len(result.replications) == 1500
+    assert int(result.replications["failed"].sum()) == 100
