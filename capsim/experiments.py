@@ -266,7 +266,7 @@ def monte_carlo(
     sample = profiles.Sample(model, min(reps, profiles.PROFILE_REPS))
     found: dict[int, int] = {}  # rows of the chunks already in the folder, by start
     if chunks is not None:
-        _claim(Path(out), scenario, strategy, seed, save_events, size)
+        _claim(Path(out), scenario, scenario_hash, strategy, seed, save_events, size)
         planned = dict(plan)
         for path in sorted(chunks.glob("*.rows.parquet")):  # written last: the chunk is complete
             start = int(path.name.split(".")[0])
@@ -458,12 +458,13 @@ def _stop_at(
 
 
 def _claim(
-    out: Path, scenario: Scenario, strategy: str | None, seed: int, save_events: bool, size: int
-) -> None:
+    out: Path, scenario: Scenario, scenario_hash: str, strategy: str | None, seed: int,
+    save_events: bool, size: int,
+) -> None:  # fmt: skip
     """Create ``out`` for this experiment, or check that the chunks already there are its own."""
     manifest = {
         "capsim": __version__, "code": code_fingerprint(), "numpy": np.__version__,
-        "scenario": scenario.name, "fingerprint": fingerprint(scenario),
+        "scenario": scenario.name, "fingerprint": scenario_hash,
         "strategy": strategy, "seed": seed, "chunk_size": size, "save_events": save_events,
     }  # fmt: skip
     path = out / MANIFEST

@@ -89,11 +89,11 @@ def replication_row(
 _MODELS: dict[tuple[str, str | None], Model] = {}
 
 
-def compiled(scenario: Scenario, strategy: str | None, key: str | None = None) -> Model:
+def compiled(scenario: Scenario, strategy: str | None, scenario_hash: str | None = None) -> Model:
     """The model of ``scenario`` and ``strategy``, compiled once per process (by the scenario's
-    :func:`fingerprint`, or ``key`` if it is at hand): ``monte_carlo`` and the chunks it runs
-    in its own process share it, and worker processes forked after it inherit it."""
-    key = (key or fingerprint(scenario), strategy)
+    :func:`fingerprint`, or ``scenario_hash`` if it is at hand): ``monte_carlo`` and the chunks
+    it runs in its own process share it, and worker processes forked after it inherit it."""
+    key = (scenario_hash or fingerprint(scenario), strategy)
     model = _MODELS.get(key)
     if model is None:
         model = _MODELS[key] = Model(scenario, strategy)
