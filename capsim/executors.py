@@ -1,5 +1,7 @@
-"""Where chunks of replications run: in this process, in a pool of local processes, or on a Dask
-cluster. Every chunk's result depends only on its replications' numbers, never on where it ran.
+"""Where chunks of work run: in this process, in a pool of local processes, or on a Dask cluster.
+A chunk is a range ``(start, stop)`` and the work a picklable callable (for Monte Carlo,
+:func:`capsim.replications.run_chunk` with its scenario, strategy and seed bound), so that every
+chunk's result depends only on its range, never on where it ran.
 """
 
 from __future__ import annotations
@@ -11,20 +13,23 @@ import signal
 import threading
 import traceback
 from collections import deque
-from collections.abc import Collection, Iterator
-from typing import Any
+from collections.abc import Callable, Collection, Iterator
+from typing import Any, TypeVar
 
 from capsim.errors import CapsimError
-from capsim.replications import Chunk, run_chunk
+
+R = TypeVar("R")
+#: What a chunk runs: ``work(start=..., stop=...)``, picklable (it is sent to other processes).
+Work = Callable[..., R]
 
 
 class Executor:
     """Runs chunks somewhere and yields them as they complete (in any order)."""
 
     def map_chunks(
-        self, tasks: list[tuple[int, int]], job: dict[str, Any], large: Collection[int] = ()
-    ) -> Iterator[tuple[int, Chunk]]:
-        """Run ``run_chunk(**job, start=..., stop=...)`` for each (start, stop) in ``tasks``.
+        self, tasks: list[tuple[int, int]], work: Work[R], large: Collection[int] = ()
+    ) -> Iterator[tuple[int, R]]:
+        """Run ``work(start=..., stop=...)`` for each (start, stop) in ``tasks``.
         ``large`` are the starts of chunks whose results are large (profiles, event logs): an
         executor that computes in this process too runs those here when it can, rather than
         send them over."""
@@ -49,10 +54,11 @@ class LocalExecutor(Executor):
     another in one process would hold the run up while this one idles.
 
     >>> from capsim.loader import load_scenario, shipped_scenario
-    >>> job = {"scenario": load_scenario(shipped_scenario("greenfield-campus")),
-    ...        "strategy": None, "seed": 1}
+    >>> from capsim.replications import run_chunk
+    >>> from functools import partial
+    >>> work = partial(run_chunk, load_scenario(shipped_scenario("greenfield-campus")), None, 1)
     >>> executor = LocalExecutor(2)
-    >>> sorted(start for start, _ in executor.map_chunks([(0, 5), (5, 10), (10, 15)], job))
+    >>> sorted(start for start, _ in executor.map_chunks([(0, 5), (5, 10), (10, 15)], work))
     [0, 5, 10]
     >>> executor.close()
     """
@@ -63,8 +69,8 @@ class LocalExecutor(Executor):
         self._calls = 0  # map_chunks calls so far: results of an earlier one are dropped
 
     def map_chunks(
-        self, tasks: list[tuple[int, int]], job: dict[str, Any], large: Collection[int] = ()
-    ) -> Iterator[tuple[int, Chunk]]:
+        self, tasks: list[tuple[int, int]], work: Work[R], large: Collection[int] = ()
+    ) -> Iterator[tuple[int, R]]:
         # in order; this process takes the chunks of large results first, the others the rest
         here = deque(t for t in tasks if t[0] in large)
         there = deque(t for t in tasks if t[0] not in large)
@@ -73,7 +79,7 @@ class LocalExecutor(Executor):
         self._calls += 1
         call, others = self._calls, self._others if len(tasks) > 1 else []
         for other in others:
-            other.send(("job", call, job))
+            other.send(("work", call, work))
 
         def top_up(depth: int) -> None:
             for other in others:
@@ -93,7 +99,7 @@ class LocalExecutor(Executor):
                         yield start, _result(answer, result)  # a chunk handed on is not held
             if here or there:
                 start, stop = (here or there).popleft()
-                yield start, run_chunk(**job, start=start, stop=stop)
+                yield start, work(start=start, stop=stop)
             elif owing := [other for other in others if call in other.calls]:
                 _ready(owing, timeout=None)
             else:
@@ -156,7 +162,7 @@ def _ready(others: list[_Other], timeout: float | None) -> list[_Other]:
     return list(dict.fromkeys(by_handle[h] for h in wait(list(by_handle), timeout)))
 
 
-def _result(answer: str, result: Any) -> Chunk:
+def _result(answer: str, result: R) -> R:
     if answer == "failed":
         raise RuntimeError(f"a capsim worker process failed:\n{result}")
     return result
@@ -184,15 +190,15 @@ def _serve(conn: Any) -> None:
 
     sender = threading.Thread(target=send_large, daemon=True)
     sender.start()
-    job: dict[str, Any] = {}
+    work: Work = _no_work
     try:
         while (message := conn.recv()) is not None:
-            if message[0] == "job":
-                job = message[2]
+            if message[0] == "work":
+                work = message[2]
                 continue
             _, call, start, stop = message
             try:
-                result = ("done", call, start, run_chunk(**job, start=start, stop=stop))
+                result = ("done", call, start, work(start=start, stop=stop))
                 data = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
             except Exception:
                 data = pickle.dumps(("failed", call, start, traceback.format_exc()))
@@ -207,6 +213,15 @@ def _serve(conn: Any) -> None:
         pass
     large.put(None)
     sender.join()
+
+
+def _no_work(start: int, stop: int) -> None:
+    raise RuntimeError("a chunk was sent before its work")
+
+
+def _run(work: Work[R], start: int, stop: int) -> R:
+    """``work`` on one chunk, on a Dask worker (which resolves the scattered ``work``)."""
+    return work(start=start, stop=stop)
 
 
 class DaskExecutor(Executor):
@@ -233,13 +248,13 @@ class DaskExecutor(Executor):
             ) from None
 
     def map_chunks(
-        self, tasks: list[tuple[int, int]], job: dict[str, Any], large: Collection[int] = ()
-    ) -> Iterator[tuple[int, Chunk]]:  # every chunk runs on the cluster, whatever its size
+        self, tasks: list[tuple[int, int]], work: Work[R], large: Collection[int] = ()
+    ) -> Iterator[tuple[int, R]]:  # every chunk runs on the cluster, whatever its size
         from dask.distributed import as_completed
 
-        job = {**job, "scenario": self.client.scatter(job["scenario"], broadcast=True)}
+        shared = self.client.scatter(work, broadcast=True, hash=False)  # sent once to each
         futures = {
-            self.client.submit(run_chunk, **job, start=start, stop=stop, pure=False): start
+            self.client.submit(_run, shared, start, stop, pure=False): start
             for start, stop in tasks
         }
         for future in as_completed(futures):

@@ -31,7 +31,13 @@ from capsim.blocks import Blocks
 from capsim.errors import CapsimError
 from capsim.executors import Executor, LocalExecutor
 from capsim.model import Model, replication_uniforms
-from capsim.replications import HEADLINE_COSTS, code_fingerprint, compiled, fingerprint
+from capsim.replications import (
+    HEADLINE_COSTS,
+    code_fingerprint,
+    compiled,
+    fingerprint,
+    run_chunk,
+)
 from capsim.results import to_dates
 from capsim.schema import Scenario
 from capsim.tally import FIELDS
@@ -290,10 +296,10 @@ def monte_carlo(
     try:
         if progress:
             progress(rows.count, reps)
-        job = {"scenario": scenario, "strategy": strategy, "seed": seed,
-               "save_events": save_events, "scenario_hash": scenario_hash}  # fmt: skip
+        work = functools.partial(run_chunk, scenario, strategy, seed,
+                                 save_events=save_events, scenario_hash=scenario_hash)  # fmt: skip
         large = {s for s, _ in todo if s < profiles.PROFILE_REPS or save_events}  # profiles, logs
-        for start, chunk in executor.map_chunks(todo, job, large):
+        for start, chunk in executor.map_chunks(todo, work, large):
             rows.add(start, chunk.rows)
             sums.add(start, chunk.stages)
             sample.add(chunk.profiles)  # chunks past the sampled replications have none

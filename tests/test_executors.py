@@ -4,34 +4,28 @@ consumer stops, and results equal to one process's whatever ran where."""
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
 
-from capsim import executors
 from capsim.executors import LocalExecutor
 from capsim.loader import load_scenario, shipped_scenario
 from capsim.replications import run_chunk
 
 
-def where(**job) -> tuple[int, int, int]:
-    """A stand-in for run_chunk: which process ran which chunk."""
-    return os.getpid(), job["start"], job["stop"]
-
-
-@pytest.fixture
-def traced(monkeypatch):
-    """LocalExecutor runs ``where`` instead of run_chunk (the forked workers inherit it)."""
-    monkeypatch.setattr(executors, "run_chunk", where)
+def where(start: int, stop: int) -> tuple[int, int, int]:
+    """Work that says which process ran which chunk."""
+    return os.getpid(), start, stop
 
 
 TASKS = [(s, s + 10) for s in range(0, 100, 10)]
 
 
-def test_every_chunk_is_handed_on_once(traced) -> None:
+def test_every_chunk_is_handed_on_once() -> None:
     executor = LocalExecutor(2)
     try:
-        got = list(executor.map_chunks(TASKS, {}, large={0, 10}))
+        got = list(executor.map_chunks(TASKS, where, large={0, 10}))
     finally:
         executor.close()
     assert sorted(start for start, _ in got) == [s for s, _ in TASKS]
@@ -41,10 +35,10 @@ def test_every_chunk_is_handed_on_once(traced) -> None:
     assert len(pids) == 2  # and the other process the others
 
 
-def test_this_process_takes_the_large_results_first_the_other_the_rest(traced) -> None:
+def test_this_process_takes_the_large_results_first_the_other_the_rest() -> None:
     executor = LocalExecutor(2)
     try:
-        got = list(executor.map_chunks(TASKS, {}, large={50, 60}))  # in the order handed on
+        got = list(executor.map_chunks(TASKS, where, large={50, 60}))  # in the order handed on
     finally:
         executor.close()
     mine = [start for start, chunk in got if chunk[0] == os.getpid()]
@@ -53,62 +47,62 @@ def test_this_process_takes_the_large_results_first_the_other_the_rest(traced) -
     assert theirs[0] == 0  # the other process with the first chunk that is not large
 
 
-def test_one_chunk_runs_here_without_starting_a_pool(traced) -> None:
+def test_one_chunk_runs_here_without_starting_a_pool() -> None:
     executor = LocalExecutor(2)
-    assert list(executor.map_chunks([(0, 5)], {})) == [(0, (os.getpid(), 0, 5))]
+    assert list(executor.map_chunks([(0, 5)], where)) == [(0, (os.getpid(), 0, 5))]
     assert executor._others == []
     executor.close()
 
 
-def test_a_consumer_that_stops_early_is_sent_nothing_more(traced) -> None:
+def test_a_consumer_that_stops_early_is_sent_nothing_more() -> None:
     executor = LocalExecutor(2)
     try:
-        chunks = executor.map_chunks(TASKS, {})
+        chunks = executor.map_chunks(TASKS, where)
         first = next(chunks)
         chunks.close()  # as monte_carlo does once --until-stable is met
         assert first[0] in {s for s, _ in TASKS}
         # the pool is still usable for another run
-        assert sorted(s for s, _ in executor.map_chunks(TASKS[:3], {})) == [0, 10, 20]
+        assert sorted(s for s, _ in executor.map_chunks(TASKS[:3], where)) == [0, 10, 20]
     finally:
         executor.close()
 
 
 def test_chunks_computed_anywhere_equal_those_of_one_process() -> None:
-    job = {"scenario": load_scenario(shipped_scenario("greenfield-campus")), "strategy": None,
-           "seed": 3}  # fmt: skip
+    scenario = load_scenario(shipped_scenario("greenfield-campus"))
+    work = functools.partial(run_chunk, scenario, None, 3)
     tasks = [(0, 7), (7, 14), (14, 21), (21, 30)]
     executor = LocalExecutor(2)
     try:
-        got = dict(executor.map_chunks(tasks, job, large={0}))
+        got = dict(executor.map_chunks(tasks, work, large={0}))
     finally:
         executor.close()
     for start, stop in tasks:
-        alone = run_chunk(**job, start=start, stop=stop)
+        alone = work(start=start, stop=stop)
         assert got[start].rows.frame().equals(alone.rows.frame())
         assert got[start].stages.frame().equals(alone.stages.frame())
         assert got[start].profiles.frames()["world"].equals(alone.profiles.frames()["world"])
 
 
-def dies_at_20(**job) -> tuple[int, int, int]:
-    if job["start"] == 20 and os.getpid() != job["parent"]:
+def dies_at_20(parent: int, start: int, stop: int) -> tuple[int, int, int]:
+    if start == 20 and os.getpid() != parent:
         os._exit(3)  # as a worker killed by the OOM killer would
-    return where(**job)
+    return where(start, stop)
 
 
-def fails_at_20(**job) -> tuple[int, int, int]:
-    if job["start"] == 20:
+def fails_at_20(parent: int, start: int, stop: int) -> tuple[int, int, int]:
+    if start == 20:
         raise ValueError("a bug in a chunk")
-    return where(**job)
+    return where(start, stop)
 
 
 @pytest.mark.parametrize("stand_in", [dies_at_20, fails_at_20])
-def test_a_worker_that_dies_or_fails_stops_the_run_with_a_clear_error(monkeypatch, stand_in):
-    monkeypatch.setattr(executors, "run_chunk", stand_in)
+def test_a_worker_that_dies_or_fails_stops_the_run_with_a_clear_error(stand_in) -> None:
     executor = LocalExecutor(2)
     try:
         with pytest.raises(RuntimeError) as error:
             # chunk 20 is the first that is not large: the other process's first chunk
-            list(executor.map_chunks(TASKS, {"parent": os.getpid()}, large={0, 10}))
+            work = functools.partial(stand_in, os.getpid())
+            list(executor.map_chunks(TASKS, work, large={0, 10}))
     finally:
         executor.close()
     if stand_in is dies_at_20:

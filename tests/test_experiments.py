@@ -138,9 +138,9 @@ class ScrambledExecutor(Executor):
     """Runs chunks in this process but hands them back out of order: each run of three chunks
     last first."""
 
-    def map_chunks(self, tasks, job, large=()):
+    def map_chunks(self, tasks, work, large=()):
         for start, stop in sorted(tasks, key=lambda task: (task[0] // 300, -task[0])):
-            yield start, run_chunk(**job, start=start, stop=stop)
+            yield start, work(start=start, stop=stop)
 
 
 def test_the_order_chunks_complete_in_changes_nothing(greenfield, greenfield_250) -> None:
@@ -242,9 +242,9 @@ class RecordingExecutor(LocalExecutor):
         super().__init__(1)
         self.asked: list[tuple[int, int]] = []
 
-    def map_chunks(self, tasks, args, large=()):
+    def map_chunks(self, tasks, work, large=()):
         self.asked.extend(tasks)
-        yield from super().map_chunks(tasks, args, large)
+        yield from super().map_chunks(tasks, work, large)
 
 
 def test_resume_after_lost_chunks_recomputes_only_those(tmp_path: Path, greenfield) -> None:
