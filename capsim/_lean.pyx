@@ -98,7 +98,7 @@ cdef class Kernel:
     cdef vector[long long] priority
     cdef vector[int] need_ptr, need_pool, succ_ptr, succ, root_ptr, root
     cdef vector[double] need_amount, capacity0
-    cdef vector[int] active, site_left0, task_site
+    cdef vector[int] active, site_left0, task_site, counted
     cdef vector[double] site_start, site_mw
     cdef vector[int] tr_task, tr_site, tr_slot, choice_ptr
     cdef vector[long long] tr_prio
@@ -134,7 +134,7 @@ cdef class Kernel:
         self.succ_ptr, self.succ = t["succ_ptr"], t["succ"]
         self.root_ptr, self.root = t["root_ptr"], t["root"]
         self.capacity0, self.active, self.site_left0 = t["capacity"], t["active"], t["site_left"]
-        self.site_start, self.site_mw = t["site_start"], t["site_mw"]
+        self.site_start, self.site_mw, self.counted = t["site_start"], t["site_mw"], t["counted"]
         self.tr_task, self.tr_site, self.tr_slot = t["tr_task"], t["tr_site"], t["tr_slot"]
         self.tr_prio, self.choice_ptr = t["tr_prio"], t["choice_ptr"]
         self.choice_time, self.choice_gpus = t["choice_time"], t["choice_gpus"]
@@ -167,8 +167,9 @@ cdef class Kernel:
     ) -> tuple:
         """Replications of each row of slot ``values`` (delays: none negative or NaN), their
         stage times written into the rows of ``ready``, ``start`` and ``finish`` (NaN where not
-        reached). Returns the capacity changes of them all, one after the other, as a flat
-        array of (time, MW, GPUs, PFLOPS per GPU) rows, every org's fleet first; how many rows
+        reached). Returns the perspective's capacity changes (of the sites ``counted``) of them
+        all, one after the other, as a flat array of (time, MW, GPUs, PFLOPS per GPU) rows, the
+        ``fleet`` first; how many rows
         each replication has; the HBM allocations as flat (time, site, GB); how many each has;
         and each replication's events scheduled."""
         cdef Py_ssize_t n = values.shape[0], r
@@ -331,7 +332,9 @@ cdef class Kernel:
             if self.site_left[site] == 0:
                 self._build(site, self.site_mw[site])
 
-    cdef void _record(self, double mw, double gpus, double pflops) noexcept nogil:
+    cdef void _record(self, int site, double mw, double gpus, double pflops) noexcept nogil:
+        if not self.counted[site]:  # not the perspective's
+            return
         self.capacity.push_back(self.now)
         self.capacity.push_back(mw)
         self.capacity.push_back(gpus)
@@ -343,7 +346,7 @@ cdef class Kernel:
         delta = self.built[site] - self.online[site]  # every site is powered
         if delta > 1e-9:
             self.online[site] += delta
-            self._record(delta, 0.0, 0.0)
+            self._record(site, delta, 0.0, 0.0)
             self.powered[site] += delta
             self._power_dispatch(site)
 
@@ -360,7 +363,7 @@ cdef class Kernel:
 
     cdef void _tranche_online(self, int tr) noexcept nogil:
         cdef int task = self.tr_task[tr]
-        self._record(0.0, self.b_gpus[tr], self.b_pflops[tr])
+        self._record(self.tr_site[tr], 0.0, self.b_gpus[tr], self.b_pflops[tr])
         self.tranche_left[task] -= 1
         if self.tranche_left[task] == 0:
             self._complete(task)

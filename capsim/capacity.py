@@ -123,11 +123,12 @@ def capacity_table(run: Run) -> pd.DataFrame:
 def perspective_levels(run: Run, org: str | None = None) -> np.ndarray:
     """The perspective's capacity after each change, in time order: an array of rows (time, MW,
     GPUs, PFLOPS). The perspective is the ``org``'s own plus leased capacity (default: the
-    scenario's perspective org); with no perspective, all orgs' own capacity together. The levels
-    are running sums (numpy's, added in order as a loop would) over its capacity changes.
+    model's :attr:`~capsim.model.Model.perspective`); with no perspective, all orgs' own capacity
+    together. The levels are running sums (numpy's, added in order as a loop would) over its
+    capacity changes.
     """
     scenario = run.model.scenario
-    org = org or scenario.lab
+    org = org or run.model.perspective
     if org is not None:
         deltas = [d for d in iter_deltas(run) if d[1] == org]
     else:

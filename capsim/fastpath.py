@@ -119,10 +119,14 @@ _DEPTHS: weakref.WeakKeyDictionary[Model, list[_Depth]] = weakref.WeakKeyDiction
 
 
 def _levels(model: Model, online: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The capacity changes of each replication, as :func:`chunk_rows` takes them: each site's
-    MW at its ``online`` time (:func:`site_online`), in time order (NaN, not online, last), and
-    the running sums."""
-    mw = np.array([i.spec.mw for i in model.sites if i.active])
+    """The capacity changes of each replication, as :func:`chunk_rows` takes them: each of the
+    perspective's sites' MW at its ``online`` time (:func:`site_online`), in time order (NaN, not
+    online, last), and the running sums."""
+    active = [i for i in model.sites if i.active]
+    if model.perspective is not None:  # its own sites (the fast path has no leases)
+        mine = [k for k, i in enumerate(active) if i.spec.org == model.perspective]
+        active, online = [active[k] for k in mine], online[:, mine]
+    mw = np.array([i.spec.mw for i in active])
     order = np.argsort(online, axis=1, kind="stable")  # NaN sorts last
     times = np.take_along_axis(online, order, axis=1)
     levels = np.zeros((*times.shape, 3))

@@ -149,8 +149,12 @@ class _Plan:
                 )
         # the market's order by (tier, rank), as one integer per tranche
         order = {pair: k for k, pair in enumerate(sorted(set(tr_rank)))}
-        fleet: list[float] = []  # capacity at the start: every org's (capsim.capacity.iter_deltas)
-        for org in s.orgs.values():
+        # capacity at the start: the perspective's fleet, else every org's (as
+        # capsim.capacity.perspective_levels counts it)
+        fleet: list[float] = []
+        for name, org in s.orgs.items():
+            if model.perspective not in (None, name):
+                continue
             for gen, gpus in org.fleet.items():
                 g = s.generations[gen]
                 fleet.extend((0.0, gpus * g.power_kw / 1000, gpus, g.pflops))
@@ -180,6 +184,8 @@ class _Plan:
             "site_left": [len(info.tasks) for info in sites],
             "site_start": [info.start for info in sites],
             "site_mw": [info.spec.mw for info in sites],
+            # whose capacity changes are recorded: the perspective's sites, else all of them
+            "counted": [model.perspective in (None, info.spec.org) for info in sites],
             "tr_task": tr_task,
             "tr_site": tr_site,
             "tr_slot": tr_slot,

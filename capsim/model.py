@@ -172,14 +172,22 @@ class Model:
         strategy: str | None = None,
         rollout: Sequence[str] | None = None,
         gap: float = 0.0,
+        perspective: str | None = None,
     ) -> None:
         """``rollout`` is an order of active sites: the k-th starts no earlier than
         ``k * gap`` after the start, and the order replaces their resource priorities and ranks
-        their HBM orders among those of equal tier."""
+        their HBM orders among those of equal tier. ``perspective`` is the org whose capacity
+        (own and leased) milestones and capacity profiles measure, by default the scenario's
+        perspective org (with none, every org's own capacity together); costs are always the
+        scenario's perspective org's."""
         if strategy is not None and strategy not in scenario.strategies:
             raise CapsimError(did_you_mean(strategy, scenario.strategies, "strategy"))
+        orgs = {*scenario.orgs, *(site.org for site in scenario.sites)}
+        if perspective is not None and perspective not in orgs:
+            raise CapsimError(did_you_mean(perspective, sorted(orgs), "org"))
         self.scenario = scenario
         self.strategy = strategy
+        self.perspective = perspective or scenario.lab
         optional_sites = {n for s in scenario.strategies.values() for n in s.sites}
         optional_leases = {n for s in scenario.strategies.values() for n in s.leases}
         chosen = scenario.strategies[strategy] if strategy else None

@@ -38,6 +38,25 @@ def test_rows_and_tallies_equal_the_engine(name: str) -> None:
     np.testing.assert_allclose(sums, tally.sums, rtol=1e-12, atol=1e-9)
 
 
+@pytest.mark.parametrize("org", ["lab", "microsoft"])
+def test_another_perspective_and_a_rollout_equal_the_engine(org: str) -> None:
+    """One org's capacity alone, its sites started in an order with a gap (the ordering search)."""
+    scenario = parse_scenario(_without_resources("portfolio"))
+    mine = [s.name for s in scenario.sites if s.org == org][::-1]
+    model = Model(scenario, rollout=mine, gap=90.0, perspective=org)
+    assert fastpath.eligible(model)
+    profiles, theirs = Profiles(model), Profiles(model)
+    rows, _ = fastpath.simulate_chunk(model, 3, 990, 1010, profiles)
+    engine = pd.DataFrame(
+        [replication_row(model, 3, i, None, None, theirs) for i in range(990, 1010)]
+    )
+    pd.testing.assert_frame_equal(rows.frame(), engine)
+    mw = sum(s.mw for s in scenario.sites if s.org == org)
+    levels = profiles.frames()["capacity"]
+    assert levels["mw"].max() == pytest.approx(mw)  # its own sites' MW, no one else's
+    pd.testing.assert_frame_equal(levels, theirs.frames()["capacity"], check_exact=True)
+
+
 @pytest.mark.parametrize("horizon", [None, "6 years"])  # 6 years: some sites not online
 def test_profiles_equal_the_engines(horizon) -> None:
     doc = _without_resources("greenfield-campus")

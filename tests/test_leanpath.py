@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from capsim import fastpath, leanpath
+from capsim.errors import CapsimError
 from capsim.experiments import monte_carlo
 from capsim.loader import parse_scenario, parse_yaml, shipped_scenario
 from capsim.model import Model, replication_rng
@@ -84,6 +85,25 @@ def test_shipped_scenarios_it_handles_equal_the_engine(name: str) -> None:
     model = Model(parse_scenario(parse_yaml(shipped_scenario(name).read_text())))
     if leanpath.eligible(model):
         _assert_same(model, 3, 0, 40)
+
+
+@pytest.mark.parametrize("org", ["lab", "coreweave", "nscale"])
+def test_another_perspective_and_a_rollout_equal_the_engine(org: str) -> None:
+    """The capacity of one org (its sites and fleet only), its sites started in an order with a
+    gap: what the ordering search measures."""
+    scenario = parse_scenario(parse_yaml(shipped_scenario("portfolio").read_text()))
+    mine = [s.name for s in scenario.sites if s.org == org][::-1]
+    model = Model(scenario, rollout=mine, gap=60.0, perspective=org)
+    rows = _assert_same(model, 5, 990, 1010)
+    reached = rows.filter(like="t_").notna().to_numpy()
+    everyone = _assert_same(Model(scenario, rollout=mine, gap=60.0), 5, 990, 1010)
+    assert (reached <= everyone.filter(like="t_").notna().to_numpy()).all()  # no one else's MW
+
+
+def test_an_unknown_perspective_is_an_error() -> None:
+    scenario = parse_scenario(parse_yaml(shipped_scenario("portfolio").read_text()))
+    with pytest.raises(CapsimError, match="unknown org 'labb'; did you mean 'lab'"):
+        Model(scenario, perspective="labb")
 
 
 def test_run_chunk_and_monte_carlo_use_it() -> None:
