@@ -27,6 +27,7 @@ from capsim.blocks import Blocks
 from capsim.model import Model, replication_uniforms
 from capsim.profiles import Profiles
 from capsim.tally import TallyLayout, stage_sums
+from capsim.world import Milestone
 
 _KIND_COUNTS = ("paused", "cancelled", "transferred", "lease_late", "lease_terminated")
 
@@ -57,29 +58,44 @@ def simulate_chunk(
     reps = np.arange(start, stop)
     # arrays by replication (rows) and slot or task (columns), stored by column ("F"): what
     # is computed at once, a stage's replications, is contiguous
-    values = model.values(replication_uniforms(seed, reps, model.n_slots, order="F"))
+    uniforms = replication_uniforms(seed, reps, model.n_slots, order="F")
+    ready, finish = _schedule(model, model.values(uniforms))
+    online = site_online(model, finish)
+    times, levels = _levels(model, online)
+    rows = chunk_rows(model, reps, finish, online, times, levels)
+    if len(model.active_tasks) < len(model.tasks):
+        ready, finish = ready[:, model.active_tasks], finish[:, model.active_tasks]
+    if profiles is not None:
+        profiles.add_chunk(reps, ready, ready, finish, times, levels)
+    return rows, stage_sums(TallyLayout.of(model), ready, ready, finish)
+
+
+def capacity(model: Model, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The perspective's capacity changes in replications of slot ``values`` (a row each,
+    :meth:`capsim.model.Model.values`), as :func:`chunk_rows` takes them: ``times``
+    (replications x changes, NaN pads) and ``levels`` (replications x changes x MW, GPUs,
+    PFLOPS)."""
+    _, finish = _schedule(model, values)
+    return _levels(model, site_online(model, finish))
+
+
+def _schedule(model: Model, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """When each stage of the replications of slot ``values`` is ready and finishes (NaN: not
+    by the horizon), by replication (rows) and task (columns)."""
     horizon = model.scenario.horizon
-    n_tasks = len(model.tasks)
-    ready = np.full((len(reps), n_tasks), np.nan, order="F")
-    finish = np.full((len(reps), n_tasks + 1), np.nan, order="F")
+    n, n_tasks = len(values), len(model.tasks)
+    ready = np.full((n, n_tasks), np.nan, order="F")
+    finish = np.full((n, n_tasks + 1), np.nan, order="F")
     finish[:, n_tasks] = -np.inf  # what pads a stage's predecessors
     for depth in _depths(model):
-        begin = np.broadcast_to(depth.start, (len(reps), len(depth.tasks)))
+        begin = np.broadcast_to(depth.start, (n, len(depth.tasks)))
         for column in depth.preds.T:  # NaN if any predecessor is unfinished
             begin = np.maximum(finish[:, column], begin)
         begin = np.where(begin > horizon, np.nan, begin)  # never ready by the horizon
         end = begin + values[:, depth.slots]
         ready[:, depth.tasks] = begin
         finish[:, depth.tasks] = np.where(end <= horizon, end, np.nan)
-    finish = finish[:, :n_tasks]
-    online = site_online(model, finish)
-    times, levels = _levels(model, online)
-    rows = chunk_rows(model, reps, finish, online, times, levels)
-    if len(model.active_tasks) < n_tasks:
-        ready, finish = ready[:, model.active_tasks], finish[:, model.active_tasks]
-    if profiles is not None:
-        profiles.add_chunk(reps, ready, ready, finish, times, levels)
-    return rows, stage_sums(TallyLayout.of(model), ready, ready, finish)
+    return ready, finish[:, :n_tasks]
 
 
 class _Depth(NamedTuple):
@@ -161,15 +177,8 @@ def chunk_rows(
     sites = [info.spec.name for info in model.sites if info.active]
     names = [m.column for m in milestones] + [f"online:{s}" for s in sites] + ["t_all_online"]
     floats = np.empty((n, len(names)))
-    measures = {"mw": 0, "gpus": 1, "pflops": 2}
     for j, milestone in enumerate(milestones):
-        measure, target = milestone.measure
-        if not times.shape[1]:  # no capacity ever came online
-            floats[:, j] = np.nan
-            continue
-        hit = (levels[:, :, measures[measure]] >= target - 1e-9) & ~np.isnan(times)
-        first = np.argmax(hit, axis=1)
-        floats[:, j] = np.where(hit.any(axis=1), times[np.arange(n), first], np.nan)
+        floats[:, j] = reached(milestone, times, levels)
     floats[:, len(milestones) : -1] = online
     if online.shape[1]:  # else NaN, as the engine's row has it
         floats[:, -1] = np.where(np.isnan(online).any(axis=1), np.nan, online.max(axis=1))
@@ -184,3 +193,16 @@ def chunk_rows(
         (names, floats),
         ([f"n_{kind}" for kind in _KIND_COUNTS], np.zeros((n, len(_KIND_COUNTS)), np.int64)),
     ])  # fmt: skip
+
+
+def reached(milestone: Milestone, times: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """When each replication first reaches ``milestone`` (NaN: never), from its capacity
+    changes as :func:`chunk_rows` takes them (:func:`capsim.capacity.first_reached` of many)."""
+    if not times.shape[1]:  # no capacity ever came online
+        return np.full(len(times), np.nan)
+    measure, target = milestone.measure
+    hit = (levels[:, :, ("mw", "gpus", "pflops").index(measure)] >= target - 1e-9) & ~np.isnan(
+        times
+    )
+    first = np.argmax(hit, axis=1)
+    return np.where(hit.any(axis=1), times[np.arange(len(times)), first], np.nan)

@@ -37,6 +37,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import weakref
 from itertools import chain
 from typing import NamedTuple
@@ -200,7 +201,12 @@ class _Plan:
             "fleet": fleet,
         }
         self.kernel = Kernel(tables)
-        self.layout = TallyLayout.of(model)
+        self._model = weakref.ref(model)
+
+    @functools.cached_property
+    def layout(self) -> TallyLayout:
+        """The model's stage tally layout (not needed to read capacity alone)."""
+        return TallyLayout.of(self._model())
 
     def run(self, values: np.ndarray) -> tuple[np.ndarray, ...]:
         """Replications of each row of slot ``values``: their (ready, start, finish) by task,
@@ -259,23 +265,7 @@ def simulate_chunk(
     reps = np.arange(start, stop)
     uniforms = replication_uniforms(seed, reps, model.n_slots)
     ready, begun, finish, changes, counts, hbm, hbm_counts, _ = p.run(model.values(uniforms))
-    n = len(reps)
-    # the perspective's capacity after each change (capsim.capacity.perspective_levels), padded
-    deltas = np.zeros((n, counts.max(initial=0), 4))
-    deltas[:, :, 0] = np.nan
-    starts = np.cumsum(counts) - counts
-    deltas[np.repeat(np.arange(n), counts), np.arange(counts.sum()) - np.repeat(starts, counts)] = (
-        changes.reshape(-1, 4)
-    )
-    times = deltas[:, :, 0]
-    levels = np.stack(
-        [
-            np.cumsum(deltas[:, :, 1], axis=1),
-            np.cumsum(deltas[:, :, 2], axis=1),
-            np.cumsum(deltas[:, :, 2] * deltas[:, :, 3], axis=1),
-        ],
-        axis=2,
-    )
+    times, levels = _levels(changes, counts)
     rows = chunk_rows(model, reps, finish, site_online(model, finish), times, levels)
     tasks = p.layout.tasks
     ready, begun, finish = ready[:, tasks], begun[:, tasks], finish[:, tasks]
@@ -291,3 +281,32 @@ def simulate_chunk(
 
         profiles.add_chunk(reps, ready, begun, finish, times, levels, world)
     return rows, stage_sums(p.layout, ready, begun, finish)
+
+
+def capacity(model: Model, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The perspective's capacity changes in replications of slot ``values``: ``times`` and
+    ``levels`` as :func:`capsim.fastpath.capacity` gives them."""
+    _, _, _, changes, counts, *_ = plan(model).run(values)
+    return _levels(changes, counts)
+
+
+def _levels(changes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's capacity ``changes`` (flat rows of time, MW, GPUs, PFLOPS per GPU; ``counts``
+    of them by replication) as the perspective's capacity after each change
+    (:func:`capsim.capacity.perspective_levels`): times and levels, NaN-padded."""
+    n = len(counts)
+    deltas = np.zeros((n, counts.max(initial=0), 4))
+    deltas[:, :, 0] = np.nan
+    starts = np.cumsum(counts) - counts
+    deltas[np.repeat(np.arange(n), counts), np.arange(counts.sum()) - np.repeat(starts, counts)] = (
+        changes.reshape(-1, 4)
+    )
+    levels = np.stack(
+        [
+            np.cumsum(deltas[:, :, 1], axis=1),
+            np.cumsum(deltas[:, :, 2], axis=1),
+            np.cumsum(deltas[:, :, 2] * deltas[:, :, 3], axis=1),
+        ],
+        axis=2,
+    )
+    return deltas[:, :, 0], levels

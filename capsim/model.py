@@ -18,6 +18,8 @@ True
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -182,12 +184,8 @@ class Model:
         scenario's perspective org's."""
         if strategy is not None and strategy not in scenario.strategies:
             raise CapsimError(did_you_mean(strategy, scenario.strategies, "strategy"))
-        orgs = {*scenario.orgs, *(site.org for site in scenario.sites)}
-        if perspective is not None and perspective not in orgs:
-            raise CapsimError(did_you_mean(perspective, sorted(orgs), "org"))
         self.scenario = scenario
         self.strategy = strategy
-        self.perspective = perspective or scenario.lab
         optional_sites = {n for s in scenario.strategies.values() for n in s.sites}
         optional_leases = {n for s in scenario.strategies.values() for n in s.leases}
         chosen = scenario.strategies[strategy] if strategy else None
@@ -293,14 +291,7 @@ class Model:
         self.month_starts = [t for _, t in months]
         self.year_starts = [t for day, t in months if day.month == 1]
         self.hbm_schedule = _hbm_schedule(scenario)
-        self.rollout = tuple(rollout or ())
-        by_site = {info.spec.name: info for info in self.sites if info.active}
-        for position, name in enumerate(self.rollout):
-            if name not in by_site:
-                raise CapsimError(did_you_mean(name, by_site, "active site") + " (in the rollout)")
-            info = by_site[name]
-            info.start = max(info.spec.start, position * gap)
-            info.priority = info.rank = position
+        self._arrange(rollout, gap, perspective)
 
         groups: dict[Distribution, list[int]] = {}
         for slot, dist in enumerate(slots.dists):
@@ -314,6 +305,44 @@ class Model:
         self.pending = [len(t.predecessors) for t in self.tasks]
         self.active_tasks = [t for info in self.sites if info.active for t in info.tasks]
         self._flatten()
+
+    def ordered(
+        self, rollout: Sequence[str], gap: float = 0.0, perspective: str | None = None
+    ) -> Model:
+        """This model with another ``rollout``, ``gap`` and ``perspective``, as
+        ``Model(scenario, strategy, rollout, gap, perspective)`` would compile it, without
+        compiling the scenario again (the ordering search scores thousands of orders).
+
+        >>> from capsim.loader import load_scenario, shipped_scenario
+        >>> model = Model(load_scenario(shipped_scenario("greenfield-campus")))
+        >>> ordered = model.ordered(["campus-phase-2", "campus-phase-1"], gap=30.0)
+        >>> [(info.start, info.priority) for info in ordered.sites][:2]
+        [(30.0, 1), (730.0, 0)]
+        """
+        model = copy.copy(self)
+        model.sites = [dataclasses.replace(info) for info in self.sites]
+        model._arrange(rollout, gap, perspective)
+        model._flatten()
+        return model
+
+    def _arrange(self, rollout: Sequence[str] | None, gap: float, perspective: str | None) -> None:
+        """Apply a rollout order (see :meth:`__init__`) to the sites' own starts and priorities,
+        and set the perspective."""
+        scenario = self.scenario
+        orgs = {*scenario.orgs, *(site.org for site in scenario.sites)}
+        if perspective is not None and perspective not in orgs:
+            raise CapsimError(did_you_mean(perspective, sorted(orgs), "org"))
+        self.perspective = perspective or scenario.lab
+        for info in self.sites:
+            info.start, info.priority, info.rank = info.spec.start, info.spec.priority, 0
+        self.rollout = tuple(rollout or ())
+        by_site = {info.spec.name: info for info in self.sites if info.active}
+        for position, name in enumerate(self.rollout):
+            if name not in by_site:
+                raise CapsimError(did_you_mean(name, by_site, "active site") + " (in the rollout)")
+            info = by_site[name]
+            info.start = max(info.spec.start, position * gap)
+            info.priority = info.rank = position
 
     def _flatten(self) -> None:
         """Plain per-task and per-site lists for the engine's hot paths (no attribute chains)."""

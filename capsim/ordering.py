@@ -5,7 +5,11 @@ An ordering is evaluated by simulating it over the same replications as every ot
 (common random numbers: replication ``i`` draws the same world whatever the order), so differences
 between orderings are not sampling noise. Up to ``exhaustive_limit`` sites every permutation is
 tried; beyond that a greedy construction (place, one position at a time, the site that scores
-best next) is improved by local search (swap two sites while that helps).
+best next) is improved by local search (of all the orders that swap two sites, move to the best
+while it is better). The orderings of each step are scored in chunks on an
+:class:`~capsim.executors.Executor` (``workers`` processes or a Dask cluster), each on the
+vectorised or lean path where Monte Carlo would use it (the capacity milestones and GPU-months
+are read off their capacity changes), else on the engine: the same numbers either way.
 
 Objectives:
 
@@ -22,6 +26,7 @@ Objectives:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -30,11 +35,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from capsim import fastpath, leanpath
 from capsim.capacity import iter_deltas, milestone_times
 from capsim.costs import cost_summary
 from capsim.engine import Run
 from capsim.errors import CapsimError, did_you_mean
-from capsim.model import Model, replication_rng
+from capsim.executors import Executor, LocalExecutor
+from capsim.model import Model, replication_rng, replication_uniforms
+from capsim.replications import compiled
 from capsim.schema import Scenario
 from capsim.units import DAYS_PER, from_date
 
@@ -52,6 +60,33 @@ class Objective:
     median: bool  # aggregate by the median (else the mean)
     lower_is_better: bool
     unit: str
+    #: the metric of many replications at once from the org's capacity changes (``times`` and
+    #: ``levels`` as :func:`capsim.fastpath.capacity` gives them), if it depends on nothing else
+    from_levels: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+    def values(self, model: Model, org: str, draws: Draws) -> np.ndarray:
+        """The metric of the replications of ``draws`` (``model`` measures ``org``'s
+        capacity): on the fast or lean path if one applies, else on the engine."""
+        if self.from_levels is not None:
+            for path in (fastpath, leanpath):
+                if path.eligible(model):
+                    return self.from_levels(*path.capacity(model, draws.values))
+        runs = (model.run(model.draw(replication_rng(draws.seed, i))) for i in range(draws.reps))
+        return np.array([self.metric(run, org) for run in runs])
+
+
+class Draws:
+    """Replications ``0 .. reps - 1`` of ``seed``, and their slot values (made on first use):
+    the same whatever the order of the sites, so drawn once for every order scored."""
+
+    def __init__(self, model: Model, reps: int, seed: int) -> None:
+        self.model, self.reps, self.seed = model, reps, seed
+
+    @functools.cached_property
+    def values(self) -> np.ndarray:
+        """Their slot values (:meth:`Model.values`), a row each."""
+        uniforms = replication_uniforms(self.seed, np.arange(self.reps), self.model.n_slots)
+        return self.model.values(uniforms)
 
 
 def parse_objective(text: str, scenario: Scenario) -> Objective:
@@ -68,7 +103,14 @@ def parse_objective(text: str, scenario: Scenario) -> Objective:
             t = milestone_times(run, [milestone], org)[milestone]
             return math.inf if math.isnan(t) else t
 
-        return Objective(text, time_to, median=True, lower_is_better=True, unit=scenario.time_unit)
+        def times_to(times: np.ndarray, levels: np.ndarray) -> np.ndarray:
+            t = fastpath.reached(milestone, times, levels)
+            return np.where(np.isnan(t), math.inf, t)
+
+        return Objective(
+            text, time_to, median=True, lower_is_better=True, unit=scenario.time_unit,
+            from_levels=times_to,
+        )  # fmt: skip
     if kind == "gpu-months":
         import datetime as dt
 
@@ -86,7 +128,17 @@ def parse_objective(text: str, scenario: Scenario) -> Objective:
                 if who == org
             )
 
-        return Objective(text, gpu_months, median=False, lower_is_better=False, unit="GPU-months")
+        def many_gpu_months(times: np.ndarray, levels: np.ndarray) -> np.ndarray:
+            if not times.shape[1]:
+                return np.zeros(len(times))
+            gpus = np.diff(levels[:, :, 1], axis=1, prepend=0.0)  # each change's GPUs
+            weight = np.where(np.isnan(times), 0.0, np.maximum(until - times, 0.0))
+            return months * np.cumsum(gpus * weight, axis=1)[:, -1]  # summed in order, as above
+
+        return Objective(
+            text, gpu_months, median=False, lower_is_better=False, unit="GPU-months",
+            from_levels=many_gpu_months,
+        )  # fmt: skip
     if kind == "npv" and not arg:
         return Objective(
             text,
@@ -118,14 +170,18 @@ def evaluate(
     seed: int,
     gap: float = 0.0,
 ) -> Score:
-    """Score one ordering over replications ``0 .. reps - 1`` of ``seed``."""
-    model = Model(scenario, strategy, rollout=order, gap=gap)
-    values = np.array(
-        [
-            objective.metric(model.run(model.draw(replication_rng(seed, i))), org)
-            for i in range(reps)
-        ]
-    )
+    """Score one ordering over replications ``0 .. reps - 1`` of ``seed``
+    (:meth:`Objective.values`)."""
+    model = Model(scenario, strategy)
+    return _score(model, order, objective, org, Draws(model, reps, seed), gap)
+
+
+def _score(
+    base: Model, order: Sequence[str], objective: Objective, org: str, draws: Draws, gap: float
+) -> Score:
+    """:func:`evaluate` of ``base`` (the scenario's model) in ``order``."""
+    values = objective.values(base.ordered(order, gap, org), org, draws)
+    reps = draws.reps
     if objective.median:
         ranked = np.sort(values)
         half = 1.96 * math.sqrt(reps) / 2  # order-statistic interval of the median
@@ -165,6 +221,21 @@ class OrderSearch:
         return sign * (score.value - self.baseline.value) + 0.0  # no -0.0
 
 
+def score_orders(
+    scenario: Scenario, strategy: str | None, objective: str, org: str, reps: int, seed: int,
+    gap: float, orders: Sequence[tuple[str, ...]], start: int, stop: int,
+) -> list[Score]:  # fmt: skip
+    """:func:`evaluate` of ``orders[start:stop]``: the work of a chunk of the search (the
+    objective as text: it is sent to other processes)."""
+    goal, base = parse_objective(objective, scenario), compiled(scenario, strategy)
+    draws = Draws(base, reps, seed)
+    return [_score(base, order, goal, org, draws, gap) for order in orders[start:stop]]
+
+
+#: About how many replications a chunk of orderings runs (fewer orderings when there are few).
+CHUNK_REPS = 2000
+
+
 def search(
     scenario: Scenario,
     *,
@@ -175,58 +246,72 @@ def search(
     org: str | None = None,
     gap: float = 0.0,
     exhaustive_limit: int = 8,
-    progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
+    executor: Executor | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> OrderSearch:
-    """Find good rollout orders of ``org``'s sites (default: the scenario's perspective org)."""
+    """Find good rollout orders of ``org``'s sites (default: the scenario's perspective org),
+    scoring each step's orderings on ``executor`` (default: ``workers`` local processes).
+    ``progress(done, total)`` after each chunk: orderings scored, and how many there will be
+    (None while the local search goes on)."""
     goal = parse_objective(objective, scenario)
     model = Model(scenario, strategy)
     org = org or scenario.lab or _only_org(model)
     sites = [i.spec.name for i in model.sites if i.active and i.spec.org == org]
     if len(sites) < 2:
         raise CapsimError(f"{org} has {len(sites)} active site(s); nothing to order")
+    owned = executor is None  # an executor passed in is the caller's to close
+    executor = executor or LocalExecutor(workers)
+    tried: dict[tuple[str, ...], Score] = {}
 
-    def score(order: Sequence[str]) -> Score:
-        return evaluate(scenario, strategy, order, goal, org, reps, seed, gap)
+    def score(orders: list[tuple[str, ...]], total: int | None) -> list[Score]:
+        """The scores of ``orders``, scoring those not tried yet in chunks."""
+        new = [order for order in dict.fromkeys(orders) if order not in tried]
+        per = max(1, min(CHUNK_REPS // reps, math.ceil(len(new) / 8)))
+        tasks = [(i, min(i + per, len(new))) for i in range(0, len(new), per)]
+        work = functools.partial(
+            score_orders, scenario, strategy, objective, org, reps, seed, gap, new
+        )
+        for start, scores in executor.map_chunks(tasks, work):
+            tried.update(zip(new[start : start + len(scores)], scores, strict=True))
+            if progress:
+                progress(len(tried), total)
+        return [tried[order] for order in orders]
 
     def key(s: Score) -> float:
         return s.value if goal.lower_is_better else -s.value
 
-    # the scenario as written: its own starts and priorities, no rollout applied
-    baseline = score(())
-    if len(sites) <= exhaustive_limit:
-        orders = list(itertools.permutations(sites))
-        scores = []
-        for n, order in enumerate(orders, 1):
-            scores.append(score(order))
-            if progress:
-                progress(n, len(orders))
-        return OrderSearch(goal, "exhaustive", sorted(scores, key=key), baseline)
-    tried: dict[tuple[str, ...], Score] = {}
-    order: list[str] = []
-    remaining = list(sites)
-    while remaining:  # greedy: the best next site, the rest following in file order
-        candidates = []
-        for site in remaining:
-            trial = tuple([*order, site, *(s for s in remaining if s != site)])
-            tried[trial] = tried.get(trial) or score(trial)
-            candidates.append(tried[trial])
-        best = min(candidates, key=key)
-        order.append(best.order[len(order)])
-        remaining.remove(order[-1])
-        if progress:
-            progress(len(order), len(sites))
-    current = tried[tuple(order)]
-    improved = True
-    while improved:  # local search: swap two sites while that helps
-        improved = False
-        for i, j in itertools.combinations(range(len(sites)), 2):
-            trial = list(current.order)
-            trial[i], trial[j] = trial[j], trial[i]
-            result = tried.get(tuple(trial)) or score(trial)
-            tried[tuple(trial)] = result
-            if key(result) < key(current):
-                current, improved = result, True
-    return OrderSearch(goal, "greedy + pairwise swaps", sorted(tried.values(), key=key), baseline)
+    try:
+        # the scenario as written: its own starts and priorities, no rollout applied
+        baseline = score([()], None)[0]
+        del tried[()]
+        if len(sites) <= exhaustive_limit:
+            scores = score(list(itertools.permutations(sites)), math.factorial(len(sites)))
+            return OrderSearch(goal, "exhaustive", sorted(scores, key=key), baseline)
+        order: list[str] = []
+        remaining = list(sites)
+        greedy = len(sites) * (len(sites) + 1) // 2  # orderings the greedy steps score
+        while remaining:  # greedy: the best next site, the rest following in file order
+            trials = [(*order, site, *(s for s in remaining if s != site)) for site in remaining]
+            best = min(score(trials, greedy), key=key)
+            order.append(best.order[len(order)])
+            remaining.remove(order[-1])
+        current = tried[tuple(order)]
+        while True:  # local search: to the best order that swaps two sites, while it is better
+            swaps = []
+            for i, j in itertools.combinations(range(len(sites)), 2):
+                trial = list(current.order)
+                trial[i], trial[j] = trial[j], trial[i]
+                swaps.append(tuple(trial))
+            best = min(score(swaps, None), key=key)
+            if key(best) >= key(current):
+                break
+            current = best
+        method = "greedy + pairwise swaps"
+        return OrderSearch(goal, method, sorted(tried.values(), key=key), baseline)
+    finally:
+        if owned:
+            executor.close()
 
 
 def _only_org(model: Model) -> str:
