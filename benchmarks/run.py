@@ -564,6 +564,42 @@ def fast(cfg: argparse.Namespace) -> dict:
     }
 
 
+def order(cfg: argparse.Namespace) -> dict:
+    """(g) the ordering search (``capsim order``) on the shipped portfolio, its lab's 5 sites
+    spaced 60 days apart (all 120 orderings and the scenario's own): scoring each ordering on
+    the lean path against scoring it on the engine (CPU seconds, the same results: checked),
+    and with 2 worker processes against 1 (wall seconds)."""
+    import pandas as pd
+
+    from capsim.loader import load_scenario, shipped_scenario
+    from capsim.ordering import search
+
+    scenario = load_scenario(shipped_scenario("portfolio"))
+    reps = cfg.order_reps
+
+    def run(workers: int = 1):
+        return search(scenario, objective="p50:1 GW", reps=reps, seed=SEED, org="lab",
+                      gap=60.0, workers=workers)  # fmt: skip
+
+    run()  # warm: imports, caches
+    rounds, results = [], {}
+    for _ in range(cfg.rounds):
+        t_path = cpu_timed(lambda: results.__setitem__("path", run()))
+        with engine_only():
+            t_engine = cpu_timed(lambda: results.__setitem__("engine", run()))
+        w1 = timed(run)
+        w2 = timed(lambda: run(workers=2))
+        rounds.append({"path_cpu_s": t_path, "engine_cpu_s": t_engine, "ratio": t_engine / t_path,
+                       "workers1_s": w1, "workers2_s": w2, "speedup": w1 / w2})  # fmt: skip
+    pd.testing.assert_frame_equal(results["path"].table, results["engine"].table, check_exact=True)
+    return {
+        "orderings": len(results["path"].table) + 1,
+        "replications": reps,
+        "rounds": rounds,
+        **{key: median([r[key] for r in rounds]) for key in rounds[0]},
+    }
+
+
 def startup(cfg: argparse.Namespace) -> dict:
     """(e) wall time of ``capsim --help``, against the bare interpreter's start."""
     help_cmd = [capsim_exe(), "--help"]
@@ -840,6 +876,24 @@ def table(results: dict) -> str:
             "",
             None,
         )
+    if (g := results.get("order")) is not None:
+        row(
+            f"(g) capsim order, {g['orderings']} orderings x {g['replications']} reps: "
+            "lean path vs engine, CPU s",
+            f"{g['path_cpu_s']:.2f}",
+            f"{g['engine_cpu_s']:.2f}",
+            f"{g['ratio']:.1f}x",
+            "",
+            None,
+        )
+        row(
+            "(g)   the same on the lean path, workers=2 vs 1, wall s",
+            f"{g['workers2_s']:.2f}",
+            f"{g['workers1_s']:.2f}",
+            f"{g['speedup']:.2f}x",
+            "",
+            None,
+        )
     return "\n".join(lines)
 
 
@@ -851,6 +905,7 @@ SECTIONS = {
     "memory": "(d) peak memory of capsim mc --reps 100000  [slow: minutes; only with --memory]",
     "startup": "(e) capsim --help wall time",
     "fast": "(f) the vectorised fast path vs capsim's engine",
+    "order": "(g) the ordering search on the lean path vs the engine  [slow: ~30 s]",
     "profile": "cProfile of the 50-site case  [only with --profile]",
 }
 
@@ -894,6 +949,7 @@ def main(argv: list[str] | None = None) -> int:
         "help_runs": 3 if quick else 5,
         "profile_reps": 50 if quick else 300,
         "fast_reps": 200 if quick else 2000,
+        "order_reps": 10 if quick else 50,
     }
     if cfg.rounds is not None:
         defaults.update(large_rounds=cfg.rounds, mc_rounds=cfg.rounds)

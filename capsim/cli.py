@@ -356,6 +356,8 @@ def order(
     ] = None,
     reps: Annotated[int, typer.Option(min=2, help="Replications per ordering.")] = 100,
     seed: SeedOption = None,
+    workers: WorkersOption = 1,
+    dask: DaskOption = None,
     gap: Annotated[
         str, typer.Option(help="Time between starts of consecutive sites, e.g. '3 months'.")
     ] = "0",
@@ -368,6 +370,7 @@ def order(
     """Search rollout orderings of an org's sites (which starts first, which gets HBM and scarce
     resources first) with common random numbers: every permutation up to 8 sites, greedy plus
     pairwise swaps beyond. Shows the best orderings and the gain over the scenario's own order.
+    Results do not depend on --workers or --dask.
 
     Example: [bold]capsim order scenarios/stargate-pivot.yaml --strategy build --gap 6mo[/bold]
     """
@@ -381,7 +384,7 @@ def order(
         spacing = to_time_unit(gap, scenario.time_unit)
     except ValueError as exc:
         raise CapsimError(f"--gap: {exc}") from None
-    with progress_bar() as bar:
+    with _executor(dask, workers) as executor, progress_bar() as bar:
         task = bar.add_task("orderings", total=None)
         result = search(
             scenario,
@@ -391,6 +394,8 @@ def order(
             seed=seed,
             org=org,
             gap=spacing,
+            workers=workers,
+            executor=executor,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     table = result.table
