@@ -186,16 +186,15 @@ class _Replication(StageKinds, Offtakes):
     def run(self) -> Run:
         env, horizon, model = self.env, self.scenario.horizon, self.model
         self._open_markets()
-        active = [info for info in model.sites if info.active]
         leases = [i for i, lease in enumerate(model.leases) if lease.active]
         if model.starts_now:
             # every site starts now and nothing else is scheduled for now: starting them at
             # once runs the same callbacks in the same order as one event per site would
-            for info in active:
-                self._site_starts(info.index)
+            for site in model.start_order:
+                self._site_starts(site)
         else:
-            for info in active:
-                self._at(info.start, self._site_starts, info.index)
+            for site in model.start_order:
+                self._at(model.sites[site].start, self._site_starts, site)
         for i in leases:
             self._at(self.values[model.leases[i].negotiation_slot], self._lease_signed, i)
         queue, step = env._queue, env.step  # env.peek() and env.step(), without a call per peek

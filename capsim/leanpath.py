@@ -181,7 +181,7 @@ class _Plan:
             "root_ptr": _offsets(roots),
             "root": list(chain.from_iterable(roots)),
             "capacity": [float(s.resources[name].capacity) for name in pools],
-            "active": [info.index for info in sites if info.active],
+            "active": model.start_order,
             "site_left": [len(info.tasks) for info in sites],
             "site_start": [info.start for info in sites],
             "site_mw": [info.spec.mw for info in sites],

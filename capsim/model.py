@@ -343,6 +343,13 @@ class Model:
             info = by_site[name]
             info.start = max(info.spec.start, position * gap)
             info.priority = info.rank = position
+        #: the active sites in the order their starts are scheduled (which of those starting at
+        #: the same time starts first): file order, the rollout's sites taking the places of
+        #: theirs in the rollout's order
+        self.start_order = [info.index for info in self.sites if info.active]
+        ordered = iter(by_site[name].index for name in self.rollout)
+        mine = {by_site[name].index for name in self.rollout}
+        self.start_order = [next(ordered) if s in mine else s for s in self.start_order]
 
     def _flatten(self) -> None:
         """Plain per-task and per-site lists for the engine's hot paths (no attribute chains)."""

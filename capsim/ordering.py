@@ -257,6 +257,9 @@ def search(
     goal = parse_objective(objective, scenario)
     model = Model(scenario, strategy)
     org = org or scenario.lab or _only_org(model)
+    orgs = {*scenario.orgs, *(info.spec.org for info in model.sites)}
+    if org not in orgs:
+        raise CapsimError(did_you_mean(org, orgs, "org"))
     sites = [i.spec.name for i in model.sites if i.active and i.spec.org == org]
     if len(sites) < 2:
         raise CapsimError(f"{org} has {len(sites)} active site(s); nothing to order")
@@ -272,10 +275,13 @@ def search(
         work = functools.partial(
             score_orders, scenario, strategy, objective, org, reps, seed, gap, new
         )
+        done: dict[int, list[Score]] = {}
         for start, scores in executor.map_chunks(tasks, work):
-            tried.update(zip(new[start : start + len(scores)], scores, strict=True))
+            done[start] = scores
             if progress:
-                progress(len(tried), total)
+                progress(len(tried) + sum(map(len, done.values())), total)
+        for start in sorted(done):  # in the order of orders, wherever they ran: ties too
+            tried.update(zip(new[start : start + len(done[start])], done[start], strict=True))
         return [tried[order] for order in orders]
 
     def key(s: Score) -> float:

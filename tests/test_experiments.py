@@ -17,14 +17,13 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers import Outcome, flat, run_cli_in_process
 
 from capsim import experiments, fastpath, leanpath, replications
 from capsim.comparison import Comparison, compare
@@ -50,37 +49,6 @@ def capsim(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run(
         [CAPSIM, *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout, check=False
     )
-
-
-def flat(text: str) -> str:
-    """Output with rich's line wrapping undone, for matching messages."""
-    return " ".join(text.split())
-
-
-@dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def run_cli_in_process(args: list[str], monkeypatch, capsys) -> Outcome:
-    """``capsim ARGS`` through the console entry point, in this process (no start-up cost).
-    An exception escaping ``main`` is what the user would see as a Traceback."""
-    from capsim import cli
-
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(sys, "argv", ["capsim", *args])
-    capsys.readouterr()
-    code, crash = 0, ""
-    try:
-        cli.main()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
-    except Exception:
-        code, crash = 1, traceback.format_exc()
-    captured = capsys.readouterr()
-    return Outcome(code, captured.out, captured.err + crash)
 
 
 @pytest.fixture(scope="module")

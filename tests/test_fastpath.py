@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import without_resources
 from scipy import stats
 
 from capsim import fastpath
@@ -15,21 +16,9 @@ from capsim.profiles import Profiles
 from capsim.replications import StageTally, replication_row
 
 
-def _without_resources(name: str) -> dict:
-    doc = parse_yaml(shipped_scenario(name).read_text())
-    doc["resources"] = {}
-    for pipeline in doc["pipelines"].values():
-        for stage in pipeline["stages"].values():
-            stage.pop("needs", None)
-    for site in doc["sites"]:
-        for override in site.get("overrides", {}).values():
-            override.pop("needs", None)
-    return doc
-
-
 @pytest.mark.parametrize("name", ["portfolio", "greenfield-campus"])
 def test_rows_and_tallies_equal_the_engine(name: str) -> None:
-    model = Model(parse_scenario(_without_resources(name)))
+    model = Model(parse_scenario(without_resources(name)))
     assert fastpath.eligible(model)
     rows, sums = fastpath.simulate_chunk(model, 3, 100, 300)
     tally = StageTally(model)
@@ -41,7 +30,7 @@ def test_rows_and_tallies_equal_the_engine(name: str) -> None:
 @pytest.mark.parametrize("org", ["lab", "microsoft"])
 def test_another_perspective_and_a_rollout_equal_the_engine(org: str) -> None:
     """One org's capacity alone, its sites started in an order with a gap (the ordering search)."""
-    scenario = parse_scenario(_without_resources("portfolio"))
+    scenario = parse_scenario(without_resources("portfolio"))
     mine = [s.name for s in scenario.sites if s.org == org][::-1]
     model = Model(scenario, rollout=mine, gap=90.0, perspective=org)
     assert fastpath.eligible(model)
@@ -59,7 +48,7 @@ def test_another_perspective_and_a_rollout_equal_the_engine(org: str) -> None:
 
 @pytest.mark.parametrize("horizon", [None, "6 years"])  # 6 years: some sites not online
 def test_profiles_equal_the_engines(horizon) -> None:
-    doc = _without_resources("greenfield-campus")
+    doc = without_resources("greenfield-campus")
     if horizon:
         doc["horizon"] = horizon
     model = Model(parse_scenario(doc))
@@ -76,7 +65,7 @@ def test_profiles_equal_the_engines(horizon) -> None:
 def test_distribution_matches_by_kolmogorov_smirnov() -> None:
     """Also as distributions: the engine's and the fast path's completion times over different
     replications are indistinguishable (KS test well within sampling error)."""
-    model = Model(parse_scenario(_without_resources("portfolio")))
+    model = Model(parse_scenario(without_resources("portfolio")))
     fast, _ = fastpath.simulate_chunk(model, 11, 0, 400)
     engine = pd.DataFrame([replication_row(model, 12, i) for i in range(400)])
     result = stats.ks_2samp(fast.frame()["t_all_online"], engine["t_all_online"])
@@ -84,7 +73,7 @@ def test_distribution_matches_by_kolmogorov_smirnov() -> None:
 
 
 def test_horizon_cuts_the_schedule_like_the_engine() -> None:
-    doc = _without_resources("greenfield-campus")
+    doc = without_resources("greenfield-campus")
     doc["horizon"] = "6 years"  # some sites are not online by then
     model = Model(parse_scenario(doc))
     rows = fastpath.simulate_chunk(model, 1, 0, 100)[0].frame()
@@ -94,7 +83,7 @@ def test_horizon_cuts_the_schedule_like_the_engine() -> None:
 
 
 def test_scenarios_with_shared_resources_use_the_engine() -> None:
-    assert not fastpath.eligible(Model(parse_scenario(_without_resources("portfolio") | {
+    assert not fastpath.eligible(Model(parse_scenario(without_resources("portfolio") | {
         "resources": {"crew": {"capacity": 1}},
         "pipelines": {"p": {"stages": {"a": {"duration": 1, "needs": {"crew": 1}}}}},
         "sites": [{"name": "s", "org": "o", "pipeline": "p", "mw": 1}],
@@ -104,7 +93,7 @@ def test_scenarios_with_shared_resources_use_the_engine() -> None:
 
 
 def test_monte_carlo_uses_it_transparently() -> None:
-    scenario = parse_scenario(_without_resources("portfolio"))
+    scenario = parse_scenario(without_resources("portfolio"))
     result = monte_carlo(scenario, reps=150, seed=5)
     model = Model(scenario)
     engine = pd.DataFrame([replication_row(model, 5, i) for i in range(150)])
@@ -112,7 +101,7 @@ def test_monte_carlo_uses_it_transparently() -> None:
 
 
 def test_fleets_count_towards_milestones_so_the_engine_is_used() -> None:
-    doc = _without_resources("greenfield-campus")
+    doc = without_resources("greenfield-campus")
     doc["orgs"] = {"lab": {"fleet": {"H100": 1000}}}
     doc["generations"] = {
         "H100": {"hbm_gb": 80, "gpu_kw": 0.7, "pflops": 2, "available": {1: "2023-01-01"}}
