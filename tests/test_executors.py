@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 
 import pytest
 
@@ -15,7 +16,10 @@ from capsim.replications import run_chunk
 
 
 def where(start: int, stop: int) -> tuple[int, int, int]:
-    """Work that says which process ran which chunk."""
+    """Work that says which process ran which chunk. It takes a few milliseconds, as a chunk
+    does: work that took none could be done by the other process, sent more chunks as each
+    result comes in, before this one looked for a chunk of its own."""
+    time.sleep(0.005)
     return os.getpid(), start, stop
 
 
