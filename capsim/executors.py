@@ -118,9 +118,14 @@ class _Other:
         import multiprocessing as mp
 
         # fork is cheap and inherits imports; every result depends only on (seed, replication)
-        context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        context = mp.get_context(method)
         self.conn, theirs = context.Pipe()
-        self.process = context.Process(target=_serve, args=(theirs,), daemon=True)
+        _OURS.add(self.conn)
+        # a forked process closes its copies of this process's ends of every pipe: else it
+        # would never see this process go (killed, it cannot say so) and outlive it
+        ours = tuple(_OURS) if method == "fork" else ()
+        self.process = context.Process(target=_serve, args=(theirs, ours), daemon=True)
         self.process.start()
         theirs.close()
         self.calls: deque[int] = deque()  # the call of each chunk sent and not sent back
@@ -149,7 +154,12 @@ class _Other:
             self.process.terminate()
         with contextlib.suppress(OSError):
             self.conn.send(None)  # an idle one exits at once
+        _OURS.discard(self.conn)
         self.conn.close()
+
+
+#: This process's ends of the pipes to its other processes (those not closed).
+_OURS: set[Any] = set()
 
 
 def _ready(others: list[_Other], timeout: float | None) -> list[_Other]:
@@ -173,11 +183,14 @@ def _result(answer: str, result: R) -> R:
 SMALL_RESULT = 128 * 1024
 
 
-def _serve(conn: Any) -> None:
+def _serve(conn: Any, inherited: Collection[Any] = ()) -> None:
     """Run the chunks ``conn`` asks for and send back each (``("done", call, start, chunk)``,
     or ``"failed"`` and the traceback), in order. Exits at ``None`` or when the other end is
-    gone. Ctrl-C is the capsim process's to handle."""
+    gone (``inherited``: the other ends of this and other pipes, which a forked process has too
+    and closes first). Ctrl-C is the capsim process's to handle."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for end in inherited:
+        end.close()
     large: queue.SimpleQueue = queue.SimpleQueue()  # pickled results for the thread to send
     lock, unsent = threading.Lock(), [0]  # how many the thread has still to send
 

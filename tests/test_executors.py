@@ -4,6 +4,7 @@ consumer stops, and results equal to one process's whatever ran where."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -113,3 +114,51 @@ def test_a_worker_that_dies_or_fails_stops_the_run_with_a_clear_error(stand_in) 
         assert "a capsim worker process died (exit code 3)" in str(error.value)
     else:  # the other process's traceback is kept
         assert "ValueError: a bug in a chunk" in str(error.value)
+
+
+KILLED = """
+import os, sys
+from capsim.executors import LocalExecutor
+from tests.test_executors import TASKS, where
+
+executor = LocalExecutor(int(sys.argv[1]))
+pids = {chunk[0] for _, chunk in executor.map_chunks(TASKS, where)} - {os.getpid()}
+print(*pids, flush=True)
+os.kill(os.getpid(), 9)  # no chance to close the executor
+"""
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_the_other_processes_exit_when_this_one_is_killed(workers: int, tmp_path) -> None:
+    """kill -9 leaves nobody to tell them: each sees its pipe's other end close (its own copies
+    of this process's ends, and of the earlier pipes', closed when it started)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import psutil
+
+    root, said = Path(__file__).parent.parent, tmp_path / "pids"
+    with said.open("w") as stdout:  # a file: a pipe would stay open as long as they live
+        code = subprocess.call(
+            [sys.executable, "-c", KILLED, str(workers)], cwd=root, stdout=stdout
+        )
+    assert code == -9
+    others = [int(pid) for pid in said.read_text().split()]
+    assert len(others) == workers - 1
+
+    def living() -> list[psutil.Process]:  # a zombie has exited (whoever reaps it)
+        found = []
+        for pid in others:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if (process := psutil.Process(pid)).status() != psutil.STATUS_ZOMBIE:
+                    found.append(process)
+        return found
+
+    deadline = time.monotonic() + 10
+    while living() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = living()
+    for process in alive:
+        process.kill()
+    assert alive == []
