@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="capsim",
-    help="Capacity planning for AI compute: when capacity comes online and what holds it up.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -65,6 +64,26 @@ FormatOption = Annotated[
         "tables.xlsx with a sheet per table.",
     ),
 ]
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        typer.echo(f"capsim {version('capsim')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print capsim's version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Capacity planning for AI compute: when capacity comes online and what holds it up."""
 
 
 def _load(path: Path | None) -> Scenario:
@@ -346,34 +365,62 @@ def compare(
 def order(
     file: ScenarioFile = None,
     strategy: Annotated[
-        str | None, typer.Option(help="The strategy whose sites to order (if it has any).")
+        str | None,
+        typer.Option(
+            help="The strategy to simulate (the sites and leases it pursues); needed when the "
+            "org's sites belong to strategies, as in stargate-pivot."
+        ),
     ] = None,
     objective: Annotated[
-        str, typer.Option(help="p50:<milestone>, gpu-months:<date> or npv.")
+        str,
+        typer.Option(
+            help="What to optimise. [bold]p50:<milestone>[/bold]: the median time (in the "
+            "scenario's time unit; lower is better) until a capacity milestone of the scenario "
+            "(e.g. '1 GW'), 'all sites online' (the org's) or '<site> online'; "
+            "+inf, shown as 'never', when reached in fewer than half the replications. "
+            "[bold]gpu-months:YYYY-MM-DD[/bold]: the expected GPU-months the org has online "
+            "from the start to that date (higher is better). [bold]npv[/bold]: the expected NPV "
+            "of the org's costs, in USD (lower is better; revenue is not modelled, so spending "
+            "later scores better)."
+        ),
     ] = "p50:1 GW",
     org: Annotated[
-        str | None, typer.Option(help="Whose sites to order; default: the perspective org.")
+        str | None,
+        typer.Option(
+            help="Whose sites to order; default: the scenario's perspective org, else the only "
+            "org with active sites."
+        ),
     ] = None,
     reps: Annotated[int, typer.Option(min=2, help="Replications per ordering.")] = 100,
     seed: SeedOption = None,
     workers: WorkersOption = 1,
     dask: DaskOption = None,
     gap: Annotated[
-        str, typer.Option(help="Time between starts of consecutive sites, e.g. '3 months'.")
+        str,
+        typer.Option(
+            help="Time between the starts of consecutive sites in the order, e.g. '3 months', or "
+            "a number in the scenario's time unit; 0: each starts when it can."
+        ),
     ] = "0",
-    top: Annotated[int, typer.Option(min=1, help="How many orderings to show.")] = 5,
-    out: Annotated[Path, typer.Option(help="Folder for the orderings table.")] = Path(
-        "capsim-order"
-    ),
+    top: Annotated[
+        int,
+        typer.Option(min=1, help="How many of the best orderings to print (all are written)."),
+    ] = 5,
+    out: Annotated[
+        Path, typer.Option(help="Folder for the orderings table (every ordering tried).")
+    ] = Path("capsim-order"),
     fmt: FormatOption = TableFormat.csv,
 ) -> None:
     """Search rollout orderings of an org's sites (which starts first, which gets HBM and scarce
     resources first) with common random numbers: every permutation up to 8 sites, greedy plus
-    pairwise swaps beyond. Shows the best orderings and the gain over the scenario's own order.
-    Results do not depend on --workers or --dask.
+    pairwise swaps beyond. Shows the best orderings and the gain over the scenario as written
+    (its own starts and priorities). Results do not depend on --workers or --dask; a search is
+    not resumable (rerunning it starts again).
 
     Example: [bold]capsim order scenarios/stargate-pivot.yaml --strategy build --gap 6mo[/bold]
     """
+    import math
+
     from capsim.ordering import search
     from capsim.units import to_time_unit
 
@@ -384,6 +431,8 @@ def order(
         spacing = to_time_unit(gap, scenario.time_unit)
     except ValueError as exc:
         raise CapsimError(f"--gap: {exc}") from None
+    if spacing < 0:
+        raise CapsimError(f"--gap must be 0 or more, got {gap!r}")
     with _executor(dask, workers) as executor, progress_bar() as bar:
         task = bar.add_task("orderings", total=None)
         result = search(
@@ -401,15 +450,41 @@ def order(
     table = result.table
     writers = table_writers({"orderings": table}, fmt)
     write_outputs(out, writers)
-    unit = result.objective.unit
+    goal = result.objective
     console.print(
         f"[bold]{scenario.name}[/bold]: {len(table)} orderings tried ({result.method}), "
-        f"{reps} replications each, objective {objective} ({unit}; "
-        f"{'lower' if result.objective.lower_is_better else 'higher'} is better)"
+        f"{reps} replications each, objective {escape(objective)} ({goal.unit}; "
+        f"{'lower' if goal.lower_is_better else 'higher'} is better)"
     )
-    console.print(f"The scenario as written scores {cell(result.baseline.value)}")
-    print_frame(table.head(top).set_index("order"), "Best orderings")
+
+    def shown(value: float) -> str:
+        return "never" if value == math.inf else cell(value)
+
+    console.print(f"The scenario as written scores {shown(result.baseline.value)}")
+    values = {s.value for s in result.scores} | {result.baseline.value}
+    if len(values) == 1:
+        console.print(
+            f"[yellow]Every ordering scores {shown(values.pop())}: the order makes no "
+            f"difference to this objective here.[/yellow] {_why_all_equal(goal, reps)}",
+            highlight=False,
+        )
+    columns = ["objective", "95% CI low", "95% CI high"]
+    best = table.head(top).set_index("order")
+    best[columns] = best[columns].astype(object).where(best[columns] != math.inf, "never")
+    print_frame(best, "Best orderings")
     _wrote(writers, ["orderings"], fmt, out)
+
+
+def _why_all_equal(goal, reps: int) -> str:
+    """What an objective that no ordering changes may mean (``goal``: an ordering Objective)."""
+    if goal.median:
+        return (
+            f"If it is 'never', the milestone is reached in fewer than half of the {reps} "
+            "replications whatever the order: try a smaller milestone or a longer horizon."
+        )
+    if goal.unit == "GPU-months":
+        return "If it is 0, the org has no GPUs online by that date in any replication."
+    return ""
 
 
 def _wrote(files: Iterable[str], tables: Iterable[str], fmt: TableFormat, out: Path) -> None:
@@ -461,15 +536,18 @@ def _executor(dask: str | None, workers: int) -> Iterator[Executor | None]:
 
 
 def _parse_date(text: str, option: str):
+    """A calendar date written YYYY-MM-DD, as a pandas Timestamp."""
+    import datetime as dt
+    import re
+
     import pandas as pd
 
     try:
-        date = pd.Timestamp(text)
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+            raise ValueError
+        return pd.Timestamp(dt.date.fromisoformat(text.strip()))
     except ValueError:
-        date = pd.NaT
-    if pd.isna(date):
-        raise CapsimError(f"{option}: cannot read {text!r} as a date (YYYY-MM-DD)")
-    return date
+        raise CapsimError(f"{option}: cannot read {text!r} as a date (YYYY-MM-DD)") from None
 
 
 def _parse_fraction(text: str) -> float:
@@ -602,8 +680,13 @@ def gantt(
 
 
 def _names(strategies: str | None) -> list[str] | None:
-    """``--strategies a,b`` as a list."""
-    return [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
+    """``--strategies a,b`` as a list (None: not given)."""
+    if strategies is None:
+        return None
+    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    if not names:
+        raise CapsimError(f"--strategies: no strategy named in {strategies!r}; give a,b,...")
+    return names
 
 
 def _progress(bar):

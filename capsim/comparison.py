@@ -137,9 +137,11 @@ def compare(
 ) -> Comparison:
     """Run every strategy (default: all of the scenario's) with the same ``seed``: replication
     ``i`` of each shares the draws of the world they share."""
-    names = strategies or list(scenario.strategies)
+    names = list(scenario.strategies) if strategies is None else strategies
     for name in names:
         Model(scenario, name)  # every name is checked before any work
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise CapsimError(f"each strategy once, please: {', '.join(repeated)} given twice")
     if len(names) < 2:
         raise CapsimError(
             f"{scenario.name}: compare needs at least two strategies; the scenario has "

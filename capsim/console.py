@@ -3,6 +3,7 @@ horizon report and progress bars. Only the CLI uses it."""
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import TYPE_CHECKING
 
@@ -78,6 +79,8 @@ def cell(value: object, share: bool = False) -> str:
         return value.date().isoformat()
     if isinstance(value, float | int) and not isinstance(value, bool):
         value = value + 0  # no "-0"
+        if value in (math.inf, -math.inf):
+            return "∞" if value > 0 else "-∞"
         if share:
             return f"{value:.0%}"
         if value == int(value):
@@ -165,4 +168,5 @@ def progress_bar():
         TimeRemainingColumn(),
         console=errors,
         transient=True,
+        disable=not errors.is_terminal,  # else it leaves an empty line in a log or pipe
     )

@@ -35,8 +35,9 @@ class ScenarioError(CapsimError):
         super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
 
 
-def did_you_mean(name: str, known: Iterable[str], what: str) -> str:
-    """A message for an unknown ``name`` that suggests the closest known one.
+def did_you_mean(name: str, known: Iterable[str], what: str, listing: str | None = None) -> str:
+    """A message for an unknown ``name`` that suggests the closest known one, then lists them
+    (or says ``listing`` instead, where they are too many to list).
 
     >>> did_you_mean("permitt", ["permit", "build"], "stage")
     "unknown stage 'permitt'; did you mean 'permit'? Known: build, permit"
@@ -44,5 +45,6 @@ def did_you_mean(name: str, known: Iterable[str], what: str) -> str:
     known = sorted(known)
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ";"
-    listing = ", ".join(known) if known else "none defined"
-    return f"unknown {what} {name!r}{hint} Known: {listing}"
+    if listing is None:
+        listing = "Known: " + (", ".join(known) if known else "none defined")
+    return f"unknown {what} {name!r}{hint} {listing}"

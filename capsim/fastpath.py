@@ -70,13 +70,22 @@ def simulate_chunk(
     return rows, stage_sums(TallyLayout.of(model), ready, ready, finish)
 
 
-def capacity(model: Model, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The perspective's capacity changes in replications of slot ``values`` (a row each,
-    :meth:`capsim.model.Model.values`), as :func:`chunk_rows` takes them: ``times``
-    (replications x changes, NaN pads) and ``levels`` (replications x changes x MW, GPUs,
-    PFLOPS)."""
+class Outcome(NamedTuple):
+    """What replications on an array path give the ordering objectives: when each active site
+    came online (``online``: replications x active sites, NaN if not by the horizon) and the
+    perspective's capacity changes (``times`` and ``levels`` as :func:`chunk_rows` takes them)."""
+
+    online: np.ndarray
+    times: np.ndarray
+    levels: np.ndarray
+
+
+def outcome(model: Model, values: np.ndarray) -> Outcome:
+    """The :class:`Outcome` of replications of slot ``values`` (a row each,
+    :meth:`capsim.model.Model.values`)."""
     _, finish = _schedule(model, values)
-    return _levels(model, site_online(model, finish))
+    online = site_online(model, finish)
+    return Outcome(online, *_levels(model, online))
 
 
 def _schedule(model: Model, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

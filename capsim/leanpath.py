@@ -45,7 +45,7 @@ from typing import NamedTuple
 import numpy as np
 
 from capsim.blocks import Blocks
-from capsim.fastpath import chunk_rows, site_online
+from capsim.fastpath import Outcome, chunk_rows, site_online
 from capsim.kinds import StageKinds
 from capsim.model import Model, replication_uniforms
 from capsim.profiles import Profiles
@@ -283,11 +283,11 @@ def simulate_chunk(
     return rows, stage_sums(p.layout, ready, begun, finish)
 
 
-def capacity(model: Model, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The perspective's capacity changes in replications of slot ``values``: ``times`` and
-    ``levels`` as :func:`capsim.fastpath.capacity` gives them."""
-    _, _, _, changes, counts, *_ = plan(model).run(values)
-    return _levels(changes, counts)
+def outcome(model: Model, values: np.ndarray) -> Outcome:
+    """The :class:`~capsim.fastpath.Outcome` of replications of slot ``values``, as
+    :func:`capsim.fastpath.outcome` gives it."""
+    _, _, finish, changes, counts, *_ = plan(model).run(values)
+    return Outcome(site_online(model, finish), *_levels(changes, counts))
 
 
 def _levels(changes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -41,14 +42,17 @@ from capsim.costs import cost_summary
 from capsim.engine import Run
 from capsim.errors import CapsimError, did_you_mean
 from capsim.executors import Executor, LocalExecutor
+from capsim.fastpath import Outcome
 from capsim.model import Model, replication_rng, replication_uniforms
 from capsim.replications import compiled
 from capsim.schema import Scenario
-from capsim.units import DAYS_PER, from_date
+from capsim.units import DAYS_PER, from_date, to_date
 
 OBJECTIVES_HELP = (
-    "p50:<milestone> (e.g. p50:1 GW), gpu-months:<date> (e.g. gpu-months:2030-01-01), npv"
+    "p50:<milestone> (e.g. p50:1 GW, p50:all sites online, p50:<site> online), "
+    "gpu-months:<date> (e.g. gpu-months:2030-01-01), npv"
 )
+ALL_ONLINE = "all sites online"
 
 
 @dataclass(frozen=True)
@@ -60,17 +64,18 @@ class Objective:
     median: bool  # aggregate by the median (else the mean)
     lower_is_better: bool
     unit: str
-    #: the metric of many replications at once from the org's capacity changes (``times`` and
-    #: ``levels`` as :func:`capsim.fastpath.capacity` gives them), if it depends on nothing else
-    from_levels: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    #: the metric of many replications at once from what an array path gives
+    #: (:class:`capsim.fastpath.Outcome`; ``model`` measures ``org``), if it needs nothing else
+    from_outcome: Callable[[Outcome, Model, str], np.ndarray] | None = None
+    site: str | None = None  # the site whose online time it is, if it is one's
 
     def values(self, model: Model, org: str, draws: Draws) -> np.ndarray:
         """The metric of the replications of ``draws`` (``model`` measures ``org``'s
         capacity): on the fast or lean path if one applies, else on the engine."""
-        if self.from_levels is not None:
+        if self.from_outcome is not None:
             for path in (fastpath, leanpath):
                 if path.eligible(model):
-                    return self.from_levels(*path.capacity(model, draws.values))
+                    return self.from_outcome(path.outcome(model, draws.values), model, org)
         runs = (model.run(model.draw(replication_rng(draws.seed, i))) for i in range(draws.reps))
         return np.array([self.metric(run, org) for run in runs])
 
@@ -90,55 +95,19 @@ class Draws:
 
 
 def parse_objective(text: str, scenario: Scenario) -> Objective:
-    """Read an objective such as ``p50:1 GW``; raise :class:`CapsimError` saying what is allowed."""
+    """Read an objective such as ``p50:1 GW``; raise :class:`CapsimError` saying what is allowed.
+
+    >>> from capsim.loader import load_scenario, shipped_scenario
+    >>> goal = parse_objective("p50:1 gw", load_scenario(shipped_scenario("stargate-pivot")))
+    >>> goal.name, goal.median, goal.lower_is_better, goal.unit
+    ('p50:1 gw', True, True, 'months')
+    """
     kind, _, arg = text.partition(":")
     kind, arg = kind.strip().lower(), arg.strip()
     if kind == "p50":
-        labels = {m.label: m for m in scenario.milestones}
-        if arg not in labels:
-            raise CapsimError(f"objective {text!r}: " + did_you_mean(arg, labels, "milestone"))
-        milestone = labels[arg]
-
-        def time_to(run: Run, org: str) -> float:
-            t = milestone_times(run, [milestone], org)[milestone]
-            return math.inf if math.isnan(t) else t
-
-        def times_to(times: np.ndarray, levels: np.ndarray) -> np.ndarray:
-            t = fastpath.reached(milestone, times, levels)
-            return np.where(np.isnan(t), math.inf, t)
-
-        return Objective(
-            text, time_to, median=True, lower_is_better=True, unit=scenario.time_unit,
-            from_levels=times_to,
-        )  # fmt: skip
+        return _time_to(text, arg, scenario)
     if kind == "gpu-months":
-        import datetime as dt
-
-        try:
-            date = dt.date.fromisoformat(arg)
-        except ValueError:
-            raise CapsimError(f"objective {text!r}: expected gpu-months:YYYY-MM-DD") from None
-        until = from_date(scenario.start, date, scenario.time_unit)
-        months = DAYS_PER[scenario.time_unit] / DAYS_PER["months"]
-
-        def gpu_months(run: Run, org: str) -> float:
-            return months * sum(
-                gpus * max(until - time, 0.0)
-                for time, who, *_, gpus, _ in iter_deltas(run)
-                if who == org
-            )
-
-        def many_gpu_months(times: np.ndarray, levels: np.ndarray) -> np.ndarray:
-            if not times.shape[1]:
-                return np.zeros(len(times))
-            gpus = np.diff(levels[:, :, 1], axis=1, prepend=0.0)  # each change's GPUs
-            weight = np.where(np.isnan(times), 0.0, np.maximum(until - times, 0.0))
-            return months * np.cumsum(gpus * weight, axis=1)[:, -1]  # summed in order, as above
-
-        return Objective(
-            text, gpu_months, median=False, lower_is_better=False, unit="GPU-months",
-            from_levels=many_gpu_months,
-        )  # fmt: skip
+        return _gpu_months(text, arg, scenario)
     if kind == "npv" and not arg:
         return Objective(
             text,
@@ -148,6 +117,115 @@ def parse_objective(text: str, scenario: Scenario) -> Objective:
             unit="USD",
         )
     raise CapsimError(f"unknown objective {text!r}; allowed: {OBJECTIVES_HELP}")
+
+
+def _time_to(text: str, arg: str, scenario: Scenario) -> Objective:
+    """``p50:<arg>``: the median time until a capacity milestone of the org, until all of its
+    sites are online, or until one site is (+inf when not reached by the horizon)."""
+    milestones = {m.label.lower(): m for m in scenario.milestones}
+    sites = {f"{site.name} online".lower(): site.name for site in scenario.sites}
+    key, site = " ".join(arg.lower().split()), None
+    if key in milestones:
+        milestone = milestones[key]
+
+        def metric(run: Run, org: str) -> float:
+            return milestone_times(run, [milestone], org)[milestone]
+
+        def many(outcome: Outcome, model: Model, org: str) -> np.ndarray:
+            return fastpath.reached(milestone, outcome.times, outcome.levels)
+
+    elif key == ALL_ONLINE:
+
+        def metric(run: Run, org: str) -> float:
+            return _last_online(run.site_online()[None, :], run.model, org)[0]
+
+        def many(outcome: Outcome, model: Model, org: str) -> np.ndarray:
+            return _last_online(outcome.online, model, org)
+
+    elif key in sites:
+        site = sites[key]
+
+        def metric(run: Run, org: str) -> float:
+            return run.site_online()[_active(run.model).index(site)]
+
+        def many(outcome: Outcome, model: Model, org: str) -> np.ndarray:
+            return outcome.online[:, _active(model).index(site)]
+
+    else:
+        labels = [m.label for m in scenario.milestones]
+        allowed = (
+            f"p50 takes a capacity milestone of the scenario ({', '.join(labels) or 'none'}), "
+            f"'{ALL_ONLINE}' or '<site> online'"
+        )
+        if not arg:
+            raise CapsimError(f"objective {text!r}: a milestone is missing; {allowed}")
+        known = [*labels, ALL_ONLINE, *(f"{name} online" for name in sites.values())]
+        raise CapsimError(f"objective {text!r}: " + did_you_mean(arg, known, "milestone", allowed))
+
+    def time(run: Run, org: str) -> float:
+        t = metric(run, org)
+        return math.inf if math.isnan(t) else t
+
+    def times(outcome: Outcome, model: Model, org: str) -> np.ndarray:
+        t = many(outcome, model, org)
+        return np.where(np.isnan(t), math.inf, t)
+
+    return Objective(
+        text, time, median=True, lower_is_better=True, unit=scenario.time_unit,
+        from_outcome=times, site=site,
+    )  # fmt: skip
+
+
+def _active(model: Model) -> list[str]:
+    """The names of ``model``'s active sites, in site order (as ``online`` has them)."""
+    return [info.spec.name for info in model.sites if info.active]
+
+
+def _last_online(online: np.ndarray, model: Model, org: str) -> np.ndarray:
+    """When the last of ``org``'s active sites came online, by replication (NaN: one did not)."""
+    mine = [k for k, info in enumerate(i for i in model.sites if i.active) if info.spec.org == org]
+    return online[:, mine].max(axis=1, initial=-np.inf)  # NaN wins
+
+
+def _gpu_months(text: str, arg: str, scenario: Scenario) -> Objective:
+    """``gpu-months:<date>``: the expected GPU-months the org has online from the start to the
+    date (within the horizon)."""
+    import datetime as dt
+
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", arg):
+        raise CapsimError(f"objective {text!r}: expected gpu-months:YYYY-MM-DD")
+    try:
+        date = dt.date.fromisoformat(arg)
+    except ValueError:
+        raise CapsimError(f"objective {text!r}: expected gpu-months:YYYY-MM-DD") from None
+    end = to_date(scenario.start, scenario.horizon, scenario.time_unit)
+    if not scenario.start < date <= end:
+        raise CapsimError(
+            f"objective {text!r}: the date must be after the scenario's start ({scenario.start}) "
+            f"and no later than its horizon ({end})"
+        )
+    until = from_date(scenario.start, date, scenario.time_unit)
+    months = DAYS_PER[scenario.time_unit] / DAYS_PER["months"]
+
+    def gpu_months(run: Run, org: str) -> float:
+        return months * sum(
+            gpus * max(until - time, 0.0)
+            for time, who, *_, gpus, _ in iter_deltas(run)
+            if who == org
+        )
+
+    def many(outcome: Outcome, model: Model, org: str) -> np.ndarray:
+        times, levels = outcome.times, outcome.levels
+        if not times.shape[1]:
+            return np.zeros(len(times))
+        gpus = np.diff(levels[:, :, 1], axis=1, prepend=0.0)  # each change's GPUs
+        weight = np.where(np.isnan(times), 0.0, np.maximum(until - times, 0.0))
+        return months * np.cumsum(gpus * weight, axis=1)[:, -1]  # summed in order, as above
+
+    return Objective(
+        text, gpu_months, median=False, lower_is_better=False, unit="GPU-months",
+        from_outcome=many,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -255,14 +333,24 @@ def search(
     ``progress(done, total)`` after each chunk: orderings scored, and how many there will be
     (None while the local search goes on)."""
     goal = parse_objective(objective, scenario)
+    if not gap >= 0:
+        raise CapsimError(f"the gap between starts must be 0 or more, got {gap:g}")
     model = Model(scenario, strategy)
     org = org or scenario.lab or _only_org(model)
     orgs = {*scenario.orgs, *(info.spec.org for info in model.sites)}
     if org not in orgs:
         raise CapsimError(did_you_mean(org, orgs, "org"))
+    if goal.site is not None and goal.site not in _active(model):
+        raise CapsimError(f"objective {objective!r}: {_not_active(scenario, strategy, goal.site)}")
     sites = [i.spec.name for i in model.sites if i.active and i.spec.org == org]
     if len(sites) < 2:
-        raise CapsimError(f"{org} has {len(sites)} active site(s); nothing to order")
+        pursued = [
+            name for name, s in scenario.strategies.items()
+            if sum(i.active and i.spec.org == org for i in Model(scenario, name).sites) > 1
+        ]  # fmt: skip
+        hint = f"; with --strategy {' or '.join(pursued)} it has more" if pursued else ""
+        where = f" under strategy {strategy}" if strategy else ""
+        raise CapsimError(f"{org} has {len(sites)} active site(s){where}; nothing to order{hint}")
     owned = executor is None  # an executor passed in is the caller's to close
     executor = executor or LocalExecutor(workers)
     tried: dict[tuple[str, ...], Score] = {}
@@ -318,6 +406,14 @@ def search(
     finally:
         if owned:
             executor.close()
+
+
+def _not_active(scenario: Scenario, strategy: str | None, site: str) -> str:
+    """Why ``site`` has no online time under ``strategy``."""
+    named = [name for name, s in scenario.strategies.items() if site in s.sites]
+    if strategy is None and named:
+        return f"site {site} is built only by strategy {' or '.join(named)}; say --strategy"
+    return f"site {site} is not built under strategy {strategy}"
 
 
 def _only_org(model: Model) -> str:

@@ -296,6 +296,22 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
     assert "Example" in result.stdout and f"capsim {command}" in result.stdout
 
 
+def test_version() -> None:
+    from importlib.metadata import version
+
+    result = capsim("--version")
+    assert (result.returncode, result.stdout) == (0, f"capsim {version('capsim')}\n")
+
+
+def test_a_progress_bar_leaves_nothing_in_a_log(tmp_path: Path) -> None:
+    """Not a terminal: no bar (it left an empty line on stderr, before any error too)."""
+    result = capsim("mc", str(write(tmp_path, BASE)), "--reps", "3", "--out", str(tmp_path / "o"))
+    assert (result.returncode, result.stderr) == (0, "")
+    bad = ["--objective", "gpu-months:2020-01-01", "--out", str(tmp_path / "p")]
+    result = capsim("order", str(write(tmp_path, BASE)), *bad)  # found once the bar is up
+    assert result.returncode == 2 and result.stderr.startswith("error: objective")
+
+
 def test_impossible_calendar_date_is_a_clear_error(tmp_path: Path) -> None:
     text = yaml.safe_dump(BASE, sort_keys=False).replace("'2026-01-01'", "2026-02-30")
     result = capsim("run", str(write(tmp_path, text)), "--out", str(tmp_path / "out"))

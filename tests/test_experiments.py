@@ -905,7 +905,8 @@ def test_greedy_search_returns_a_valid_permutation(stargate) -> None:
     ("objective", "message"),
     [
         ("p50:2 GW", "unknown milestone '2 GW'; did you mean"),
-        ("p50:", "unknown milestone"),
+        ("p50:", "a milestone is missing"),
+        ("p50:1 GWW", "did you mean '1 GW'"),
         ("gpu-months:2030-13-01", "gpu-months:YYYY-MM-DD"),
         ("gpu-months:soon", "gpu-months:YYYY-MM-DD"),
         ("p90:1 GW", "unknown objective"),
@@ -1080,6 +1081,55 @@ BAD_CLI_BUGS = {
         "BUG: compare checks each strategy only when it reaches it: with --strategies build,leas "
         "every replication of build is simulated and OUT/build/ (manifest and chunks) is written "
         "before 'leas' is rejected with exit code 2",
+    ),
+    "compare_repeated_strategy": (
+        (
+            ["compare", STARGATE, "--strategies", "build,build", "--reps", "2"],
+            ["build given twice"],
+        ),
+        "BUG (session 9 review): the second 'build' overwrote the first's results: a KeyError "
+        "Traceback after both ran, OUT/build and the tables left behind",
+    ),
+    "compare_no_strategy_named": (
+        (["compare", STARGATE, "--strategies", ",", "--reps", "2"], ["--strategies", "','"]),
+        "BUG (session 9 review): --strategies ',' was read as every strategy",
+    ),
+    "mc_by_us_date": (
+        (["mc", GREENFIELD, "--reps", "2", "--by", "02/01/2030"], ["--by", "YYYY-MM-DD"]),
+        "BUG (session 9 review): pandas read 02/01/2030 as 1 February (US order), silently",
+    ),
+    "mc_by_year_only": (
+        (["mc", GREENFIELD, "--reps", "2", "--by", "2030"], ["--by", "YYYY-MM-DD"]),
+        "BUG (session 9 review): --by 2030 was read as 2030-01-01",
+    ),
+    "order_negative_gap": (
+        ([*ORDER, "--strategy", "build", "--reps", "2", "--gap=-6mo"], ["--gap must be 0 or more"]),
+        "BUG (session 9 review): a negative gap was accepted and ordered like no gap",
+    ),
+    "order_gpu_months_before_the_start": (
+        (
+            [*ORDER, "--strategy", "build", "--reps", "2", "--objective", "gpu-months:2020-01-01"],
+            ["after the scenario's start (2026-01-01)", "no later than its horizon (2036-01-01)"],
+        ),
+        "BUG (session 9 review): a date before the start scored every ordering 0, silently",
+    ),
+    "order_gpu_months_after_the_horizon": (
+        (
+            [*ORDER, "--strategy", "build", "--reps", "2", "--objective", "gpu-months:2036-01-02"],
+            ["no later than its horizon (2036-01-01)"],
+        ),
+        "BUG (session 9 review): a date past the horizon counted the last capacity on until it",
+    ),
+    "order_site_of_another_strategy": (
+        (
+            [*ORDER, "--strategy", "hybrid", "--reps", "2", "--objective", "p50:uk-cobalt online"],
+            ["site uk-cobalt is not built under strategy hybrid"],
+        ),
+        "a site's online time is an objective only where the strategy builds it",
+    ),
+    "order_without_the_strategy_it_needs": (
+        ([*ORDER, "--reps", "2"], ["nothing to order", "with --strategy build or hybrid"]),
+        "BUG (session 9 review): said 'lab has 0 active site(s)' with no hint of --strategy",
     ),
 }
 

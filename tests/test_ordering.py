@@ -7,7 +7,9 @@
 - :meth:`Model.ordered` equals compiling the model with that rollout, and leaves its base alone;
 - the search does not depend on its workers or executor (two processes, a Dask cluster), and
   the greedy + steepest-descent search visits exactly the orders it should;
-- the command line writes what :func:`search` computes and refuses an unknown org.
+- the online objectives read the online times ``capsim mc`` reports;
+- the command line writes what :func:`search` computes, shows a median never reached as never
+  and refuses an unknown org.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def two_sites(crew: bool, b_start: str | None = None, rival: bool = False) -> Sc
 def gpu_scenario() -> Scenario:
     """A lean-path scenario whose GPUs (and so GPU-months) depend on the order: one crew builds
     every site, the HBM market is short, a newer generation arrives for tier 1 in September."""
-    lab = [(1, 400), (0.5, 200), (2, 800)]  # (MW, GPUs) of lab-0, lab-1, lab-2
+    # (MW, GPUs) of lab-0, lab-1, lab-2: power for the newer generation (3.75 kW a GPU)
+    lab = [(1.5, 400), (0.75, 200), (3, 800)]
     sites = [
         {"name": f"lab-{i}", "org": "lab", "pipeline": "p", "mw": mw,
          "gpus": {"generation": "newest", "count": n, "tranches": 2}}
@@ -123,7 +126,7 @@ def force(monkeypatch: pytest.MonkeyPatch, way: str) -> None:
     if way == "lean":
         monkeypatch.setattr(fastpath, "eligible", lambda model: False)
     else:
-        monkeypatch.setattr(leanpath, "capacity", _refuse)
+        monkeypatch.setattr(leanpath, "outcome", _refuse)
 
 
 def values_of(result: OrderSearch) -> dict[tuple[str, ...], float]:
@@ -157,6 +160,11 @@ HAND = {
                             {("A", "B"): 10.0, ("B", "A"): 30.0}, 10.0),
     "crew_long_gap_200MW": ((E, L), True, None, False, 50.0, "p50:200 MW",
                             {("A", "B"): 80.0, ("B", "A"): 60.0}, 40.0),
+    # The same, by when A is online, and all the lab's sites are.
+    "crew_long_gap_A_online": ((E, L), True, None, False, 50.0, "p50:A online",
+                               {("A", "B"): 10.0, ("B", "A"): 60.0}, 10.0),
+    "crew_long_gap_all_online": ((E, L), True, None, False, 50.0, "p50:all sites online",
+                                 {("A", "B"): 80.0, ("B", "A"): 60.0}, 40.0),
     # The order's priorities decide the queue. R (the rival's, first in the file) holds the crew
     # 0 -> 20; B may not start before day 10; gap 5. A > B: A queues at 0, B at max(10, 5) = 10;
     # at 20 A (priority 0) goes, 20 -> 30, then B 30 -> 60. B > A: A queues first, at 5, B at
@@ -175,6 +183,11 @@ HAND = {
     # The same with R (0 -> 20, not the lab's: counted, it would make 200 MW by 20 in B > A).
     "free_rival_200MW": ((E, L, F), False, None, True, 5.0, "p50:200 MW",
                          {("A", "B"): 35.0, ("B", "A"): 30.0}, 30.0),
+    # All the lab's sites online: R's 20 days are not the lab's (as written A 10, B 30).
+    "free_rival_all_online": ((E, L, F), False, None, True, 5.0, "p50:all sites online",
+                              {("A", "B"): 35.0, ("B", "A"): 30.0}, 30.0),
+    "free_rival_B_online": ((E, L, F), False, None, True, 5.0, "p50:b online",
+                            {("A", "B"): 35.0, ("B", "A"): 30.0}, 30.0),
     # B may not start before day 20 (its own start), gap 5: a site starts at the later of its
     # own start and its place x gap. A > B: A 0 -> 10, B max(20, 5) = 20 -> 50.
     # B > A: B max(20, 0) = 20 -> 50, A 5 -> 15. As written: A 0 -> 10, B 20 -> 50.
@@ -248,10 +261,13 @@ PATH_CASES = {
     "gpus_lean": (gpu_scenario, "lean", "lab", ("lab-2", "lab-0", "lab-1"), 30.0),
 }  # fmt: skip
 OBJECTIVES = {
-    "portfolio_lean": ("p50:1 GW", "gpu-months:2029-01-01"),
-    "portfolio_fast": ("p50:1 GW", "gpu-months:2029-01-01"),
-    "gpus_lean": ("p50:1 MW", "p50:1,000 GPUs", "gpu-months:2027-01-01"),
-}
+    "portfolio_lean": ("p50:1 GW", "p50:all sites online", "p50:lab-nova-1 online",
+                       "gpu-months:2029-01-01"),
+    "portfolio_fast": ("p50:1 GW", "p50:all sites online", "p50:lab-nova-1 online",
+                       "gpu-months:2029-01-01"),
+    "gpus_lean": ("p50:1 MW", "p50:1,000 GPUs", "p50:all sites online", "p50:lab-1 online",
+                  "gpu-months:2027-01-01"),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -267,7 +283,7 @@ def test_objective_values_on_the_paths_equal_the_engine(case: str, objective: st
     assert fastpath.eligible(model) == (way == "fast")
     assert leanpath.eligible(model)
     goal = parse_objective(objective, scenario)
-    assert goal.from_levels is not None
+    assert goal.from_outcome is not None
     reps, seed = 50, 11
     values = goal.values(model, org, Draws(base, reps, seed))
     engine = engine_values(model, objective, org, reps, seed)
@@ -286,6 +302,27 @@ def test_the_gpu_scenario_has_orders_that_differ() -> None:
     result = search(scenario, objective="gpu-months:2027-01-01", reps=20, seed=2, org="lab")
     values = sorted(values_of(result).values())
     assert len(result.scores) == 6 and values[-1] > 1.2 * values[0]
+
+
+def test_online_objectives_are_the_online_times_mc_reports(portfolio: Scenario) -> None:
+    """'all sites online' is the last of the org's sites (not every org's, as mc's is), '<site>
+    online' that site's: read off the replications capsim mc computes, NaN (never) as +inf."""
+    from capsim.experiments import monte_carlo
+
+    reps, seed = 30, 5
+    rows = monte_carlo(portfolio, reps=reps, seed=seed).replications
+    base = Model(portfolio)
+    assert leanpath.eligible(base)
+    draws = Draws(base, reps, seed)
+    lab = rows[[f"online:{site}" for site in PORTFOLIO_LAB]]
+    expected = {
+        "p50:all sites online": lab.max(axis=1, skipna=False),
+        "p50:Lab-Nova-1  Online": rows["online:lab-nova-1"],  # in any case and spacing
+    }
+    for objective, times in expected.items():
+        values = parse_objective(objective, portfolio).values(base, "lab", draws)
+        np.testing.assert_array_equal(values, times.fillna(np.inf).to_numpy())
+    assert (lab.max(axis=1) < rows["t_all_online"]).any()  # the other orgs' sites finish later
 
 
 # -- 3. Model.ordered ------------------------------------------------------------------------------
@@ -475,6 +512,27 @@ def test_cli_order_writes_what_search_computes(
     assert len(written) == 120
     assert written["order"].iloc[0] == " > ".join(expected.scores[0].order)
     assert "120 orderings tried (exhaustive)" in flat(result.stdout)
+
+
+def test_cli_order_shows_a_median_never_reached_as_never(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """stargate's build strategy never reaches 5 GW: every median is +inf (it crashed the
+    table), written as inf and shown as never, with a note that the order changes nothing."""
+    out = tmp_path / "out"
+    args = ["order", "scenarios/stargate-pivot.yaml", "--strategy", "build", "--reps", "4"]
+    result = run_cli_in_process([*args, "--objective", "p50:5 GW", "--out", str(out)],
+                                monkeypatch, capsys)  # fmt: skip
+    assert result.code == 0, result.stderr
+    written = pd.read_csv(out / "orderings.csv")
+    assert len(written) == 6 and (written["objective"] == np.inf).all()
+    assert written["gain over the scenario's order"].isna().all()  # inf - inf
+    shown = flat(result.stdout)
+    assert "The scenario as written scores never" in shown
+    assert "Every ordering scores never: the order makes no difference" in shown
+    assert "fewer than half of the 4 replications" in shown
+    row = next(line for line in result.stdout.splitlines() if "uk-cobalt > narvik" in line)
+    assert [cell.strip() for cell in row.split("│")[2:6]] == ["never", "never", "never", "-"]
 
 
 def test_cli_order_of_an_unknown_org_is_an_error(
