@@ -43,8 +43,14 @@ def did_you_mean(name: str, known: Iterable[str], what: str, listing: str | None
     "unknown stage 'permitt'; did you mean 'permit'? Known: build, permit"
     """
     known = sorted(known)
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ";"
+    close = closest(name, known)
+    hint = f"; did you mean {close!r}?" if close else ";"
     if listing is None:
         listing = "Known: " + (", ".join(known) if known else "none defined")
     return f"unknown {what} {name!r}{hint} {listing}"
+
+
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name ``name`` is most likely a misspelling of, if one is close enough."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return close[0] if close else None

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from capsim.checks import check_scenario
 from capsim.distributions import FAMILIES
-from capsim.errors import Problem, ScenarioError, did_you_mean
+from capsim.errors import Problem, ScenarioError, closest, did_you_mean
 from capsim.schema import Scenario
 
 DEFAULT_SCENARIO = "stargate-pivot"
@@ -74,7 +74,7 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
     try:
         scenario = Scenario.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ScenarioError(source, [_problem(err, data) for err in exc.errors()]) from None
+        raise ScenarioError(source, _problems(exc.errors(), data)) from None
     problems = check_scenario(scenario)
     if problems:
         raise ScenarioError(source, problems)
@@ -168,6 +168,24 @@ def _child(node: Any, item: int | str) -> Any:
     if isinstance(node, list) and isinstance(item, int) and item < len(node):
         return node[item]
     return None
+
+
+def _problems(errors: list[Any], data: Any) -> list[Problem]:
+    """A problem for each of pydantic's ``errors``, but one for a misspelt required key: its
+    'unknown key' says what it was meant to be, and the key it misses is not reported apart."""
+    missing = {tuple(e["loc"]) for e in errors if e["type"] == "missing"}
+    meant = set()
+    for err in errors:
+        *where, name = err["loc"]
+        if err["type"] == "extra_forbidden":
+            close = closest(str(name), _allowed_keys(tuple(where)))
+            if (*where, close) in missing:
+                meant.add((*where, close))
+    return [
+        _problem(err, data)
+        for err in errors
+        if not (err["type"] == "missing" and tuple(err["loc"]) in meant)
+    ]
 
 
 def _problem(err: Any, data: Any) -> Problem:

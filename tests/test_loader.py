@@ -204,7 +204,16 @@ def test_unknown_top_level_key() -> None:
     problems = _problems(data)
     problem = _at(problems, "horizn")
     assert "did you mean 'horizon'" in problem.message
-    assert any("missing required key 'horizon'" in p.message for p in problems)
+    assert problems == [problem]  # not also "missing required key 'horizon'": the same mistake
+
+
+def test_a_misspelt_key_that_is_not_the_missing_one_is_two_problems() -> None:
+    data = _data()
+    data["nmae"] = data.pop("horizon")  # means name (which is there): horizon is missing
+    problems = _problems(data)
+    assert "did you mean 'name'" in _at(problems, "nmae").message
+    assert "missing required key 'horizon'" in _at(problems, "(top level)").message
+    assert len(problems) == 2
 
 
 def test_unknown_nested_keys() -> None:
@@ -357,6 +366,7 @@ def test_not_utf8(tmp_path: Path) -> None:
 
 def test_error_lists_every_problem_with_source(tmp_path: Path) -> None:
     text = MINIMAL_YAML.replace("mw: 100", "mw: lots").replace("horizon:", "horizn:")
+    text = text.replace("start:", "begin:")
     path = _write(tmp_path, text)
     with pytest.raises(ScenarioError) as info:
         load_scenario(path)
