@@ -537,15 +537,12 @@ def _executor(dask: str | None, workers: int) -> Iterator[Executor | None]:
 
 def _parse_date(text: str, option: str):
     """A calendar date written YYYY-MM-DD, as a pandas Timestamp."""
-    import datetime as dt
-    import re
-
     import pandas as pd
 
+    from capsim.units import parse_date
+
     try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
-            raise ValueError
-        return pd.Timestamp(dt.date.fromisoformat(text.strip()))
+        return pd.Timestamp(parse_date(text))
     except ValueError:
         raise CapsimError(f"{option}: cannot read {text!r} as a date (YYYY-MM-DD)") from None
 

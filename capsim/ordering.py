@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,7 +45,7 @@ from capsim.fastpath import Outcome
 from capsim.model import Model, replication_rng, replication_uniforms
 from capsim.replications import compiled
 from capsim.schema import Scenario
-from capsim.units import DAYS_PER, from_date, to_date
+from capsim.units import DAYS_PER, from_date, parse_date, to_date
 
 OBJECTIVES_HELP = (
     "p50:<milestone> (e.g. p50:1 GW, p50:all sites online, p50:<site> online), "
@@ -190,12 +189,8 @@ def _last_online(online: np.ndarray, model: Model, org: str) -> np.ndarray:
 def _gpu_months(text: str, arg: str, scenario: Scenario) -> Objective:
     """``gpu-months:<date>``: the expected GPU-months the org has online from the start to the
     date (within the horizon)."""
-    import datetime as dt
-
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", arg):
-        raise CapsimError(f"objective {text!r}: expected gpu-months:YYYY-MM-DD")
     try:
-        date = dt.date.fromisoformat(arg)
+        date = parse_date(arg)
     except ValueError:
         raise CapsimError(f"objective {text!r}: expected gpu-months:YYYY-MM-DD") from None
     end = to_date(scenario.start, scenario.horizon, scenario.time_unit)

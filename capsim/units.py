@@ -77,6 +77,18 @@ def to_date(start: dt.date, t: float, unit: str) -> dt.date:
     return start + dt.timedelta(days=int(t * DAYS_PER[unit] + 1e-9))
 
 
+def parse_date(text: str) -> dt.date:
+    """A calendar date written exactly YYYY-MM-DD (not 2030, 20300201 or 02/01/2030); raise
+    ValueError otherwise.
+
+    >>> parse_date("2030-02-01")
+    datetime.date(2030, 2, 1)
+    """
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+        raise ValueError(f"expected a date YYYY-MM-DD, got {text!r}")
+    return dt.date.fromisoformat(text.strip())
+
+
 def from_date(start: dt.date, date: dt.date, unit: str) -> float:
     """Model time of a calendar ``date`` relative to ``start``, in ``unit``."""
     return (date - start).days / DAYS_PER[unit]
